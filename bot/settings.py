@@ -1,0 +1,101 @@
+"""Settings from the environment and `.env`, validated once at start-up."""
+
+from __future__ import annotations
+
+import zoneinfo
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_API_URL = "https://api.telegram.org"
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message is one line for the operator."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    bot_token: SecretStr | None = None
+    database_url: str | None = None
+    telegram_api_url: str = DEFAULT_API_URL
+    data_dir: Path = Path("./var")
+    timezone: str = "Asia/Shanghai"
+    default_locale: Literal["zh", "en"] = "zh"
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_host: str = "0.0.0.0"  # noqa: S104 - the documented default bind address
+    webhook_port: int = Field(default=8080, ge=1, le=65535)
+    bot_username: str | None = None
+    invite_ttl_days: int = Field(default=7, ge=1, le=365)
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"postgresql", "postgres", "postgresql+asyncpg"}:
+            raise ValueError("must start with postgresql:// or postgresql+asyncpg://")
+        if not parts.path.strip("/") and "host=" not in parts.query:
+            raise ValueError("must name a database, e.g. postgresql://user@host:5432/villagebeat")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("default_locale", mode="before")
+    @classmethod
+    def _normalise_locale(cls, value: object) -> object:
+        return value.strip().lower()[:2] if isinstance(value, str) else value
+
+    @field_validator("telegram_api_url", "webhook_url")
+    @classmethod
+    def _check_http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None if value == "" else value
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an http(s):// URL")
+        return value.rstrip("/")
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    @property
+    def webhook_path(self) -> str:
+        assert self.webhook_url
+        return urlsplit(self.webhook_url).path or "/"
+
+    def require_token(self) -> str:
+        if self.bot_token is None or not self.bot_token.get_secret_value().strip():
+            raise SettingsError("BOT_TOKEN is not set: put the bot's token in the environment or .env")
+        token = self.bot_token.get_secret_value().strip()
+        if ":" not in token:
+            raise SettingsError("BOT_TOKEN is malformed: expected '<digits>:<secret>' from @BotFather")
+        return token
+
+
+def load_settings() -> Settings:
+    """Read settings, turning pydantic's report into one line an operator can act on."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"{name} is invalid: {message}") from None

@@ -1,0 +1,234 @@
+"""The database schema. Enumerations are text with CHECK constraints: easy to extend in a migration."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from core.roles import AssignmentKind, InviteKind, Role
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _one_of(column: str, values: type[Any]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Timestamped:
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Station(Timestamped, Base):
+    __tablename__ = "stations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+
+
+class Village(Timestamped, Base):
+    __tablename__ = "villages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), index=True)
+    latitude: Mapped[float | None] = mapped_column(Double)
+    longitude: Mapped[float | None] = mapped_column(Double)
+    # The public join link's secret part; random so that villages cannot be enumerated.
+    join_token: Mapped[str] = mapped_column(String(32), unique=True)
+
+    station: Mapped[Station] = relationship(lazy="raise")
+
+
+class Officer(Timestamped, Base):
+    __tablename__ = "officers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    badge: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+
+
+class Assignment(Base):
+    __tablename__ = "assignments"
+    __table_args__ = (
+        UniqueConstraint("officer_id", "village_id"),
+        # One resident and at most one contact officer per village.
+        UniqueConstraint("village_id", "kind", name="uq_assignments_village_kind"),
+        CheckConstraint(_one_of("kind", AssignmentKind), name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"), index=True)
+    village_id: Mapped[int] = mapped_column(ForeignKey("villages.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class Supervisor(Base):
+    __tablename__ = "supervisors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    county_wide: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class SupervisorStation(Base):
+    __tablename__ = "supervisor_stations"
+
+    supervisor_id: Mapped[int] = mapped_column(
+        ForeignKey("supervisors.id", ondelete="CASCADE"), primary_key=True
+    )
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), primary_key=True)
+
+
+class User(Timestamped, Base):
+    """A Telegram account; the primary key is Telegram's user id."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint(_one_of("role", Role), name="role"),
+        CheckConstraint(
+            "(role = 'officer') = (officer_id IS NOT NULL)"
+            " AND (role = 'supervisor') = (supervisor_id IS NOT NULL)",
+            name="role_binding",
+        ),
+        CheckConstraint("locale IN ('zh', 'en')", name="locale"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    role: Mapped[str] = mapped_column(String(16), server_default=Role.STRANGER.value)
+    officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"), unique=True)
+    supervisor_id: Mapped[int | None] = mapped_column(
+        ForeignKey("supervisors.id"), unique=True
+    )
+    # The language chosen with /language; NULL follows Telegram's language_code.
+    locale: Mapped[str | None] = mapped_column(String(8))
+    language_code: Mapped[str | None] = mapped_column(String(16))
+    first_name: Mapped[str] = mapped_column(String(200), server_default="")
+    last_name: Mapped[str | None] = mapped_column(String(200))
+    username: Mapped[str | None] = mapped_column(String(64))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    blocked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Invite(Base):
+    """A one-time join link for an officer or a supervisor. Only the payload's hash is kept."""
+
+    __tablename__ = "invites"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", InviteKind), name="kind"),
+        CheckConstraint("(kind = 'officer') = (officer_id IS NOT NULL)", name="officer_target"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"), index=True)
+    supervisor_name: Mapped[str | None] = mapped_column(String(200))
+    county_wide: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    station_ids: Mapped[list[int]] = mapped_column(
+        ARRAY(Integer), server_default=text("'{}'::integer[]")
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    used_by: Mapped[int | None] = mapped_column(BigInteger)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class VillagerMembership(Base):
+    """Which village a villager belongs to; history is kept, one membership is current."""
+
+    __tablename__ = "villager_memberships"
+    __table_args__ = (
+        Index(
+            "uq_villager_memberships_current",
+            "user_id",
+            unique=True,
+            postgresql_where=text("left_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    village_id: Mapped[int] = mapped_column(ForeignKey("villages.id"), index=True)
+    joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    left_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ConversationState(Base):
+    """aiogram FSM state and data, one row per storage key."""
+
+    __tablename__ = "conversation_states"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class ProcessedUpdate(Base):
+    """Telegram update ids already applied: a redelivered update is recognised and skipped."""
+
+    __tablename__ = "processed_updates"
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    processed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
+    )
+
+
+class BotMeta(Base):
+    """Small facts learnt at run time, e.g. the bot's username for printed links."""
+
+    __tablename__ = "bot_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,94 @@
+"""A fresh PostgreSQL database per test run (DATABASE_URL's server, else the embedded one),
+migrated once, with every table emptied after each test."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from storage.db import make_engine, to_async_url
+from storage.embedded import EmbeddedPostgres
+from storage.migrate import upgrade
+from storage.models import Base
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _asyncpg_dsn(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(scheme="postgresql"))
+
+
+@pytest.fixture(scope="session")
+async def server_url() -> AsyncIterator[str]:
+    """A URL of some database on the server the tests may create databases on."""
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    with tempfile.TemporaryDirectory(prefix="vb-pg-") as tmp:
+        embedded = EmbeddedPostgres(Path(tmp) / "pg")
+        url = await embedded.start()
+        try:
+            yield url
+        finally:
+            await embedded.stop()
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A database created for this run and dropped after it; already migrated."""
+    name = f"vb_test_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(_asyncpg_dsn(server_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = to_async_url(_with_database(server_url, name))
+    engine = make_engine(url, pool_size=2)
+    await upgrade(engine)
+    await engine.dispose()
+    try:
+        yield url
+    finally:
+        admin = await asyncpg.connect(_asyncpg_dsn(server_url))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(database_url, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+TABLES = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+
+
+@pytest.fixture
+async def sessions(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A session factory on the run's database; every table is emptied after the test."""
+    yield async_sessionmaker(engine, expire_on_commit=False)
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def tmp_data_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="vb-data-") as tmp:
+        yield Path(tmp)
