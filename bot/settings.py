@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_API_URL = "https://api.telegram.org"
+_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 
 class SettingsError(Exception):
@@ -30,7 +39,7 @@ class Settings(BaseSettings):
     default_locale: Literal["zh", "en"] = "zh"
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
-    webhook_host: str = "0.0.0.0"  # noqa: S104 - the documented default bind address
+    webhook_host: str = "0.0.0.0"
     webhook_port: int = Field(default=8080, ge=1, le=65535)
     bot_username: str | None = None
     invite_ttl_days: int = Field(default=7, ge=1, le=365)
@@ -64,13 +73,24 @@ class Settings(BaseSettings):
 
     @field_validator("telegram_api_url", "webhook_url")
     @classmethod
-    def _check_http_url(cls, value: str | None) -> str | None:
-        if value is None or value == "":
-            return None if value == "" else value
+    def _check_http_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value:
+            return DEFAULT_API_URL if info.field_name == "telegram_api_url" else None
         parts = urlsplit(value)
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise ValueError("must be an http(s):// URL")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_webhook(self) -> Settings:
+        if self.webhook_url is None:
+            return self
+        secret = self.webhook_secret.get_secret_value() if self.webhook_secret else ""
+        if not secret:
+            raise ValueError("WEBHOOK_SECRET is required when WEBHOOK_URL is set")
+        if not _SECRET_RE.match(secret):
+            raise ValueError("WEBHOOK_SECRET must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return self
 
     @property
     def tz(self) -> zoneinfo.ZoneInfo:
@@ -83,10 +103,14 @@ class Settings(BaseSettings):
 
     def require_token(self) -> str:
         if self.bot_token is None or not self.bot_token.get_secret_value().strip():
-            raise SettingsError("BOT_TOKEN is not set: put the bot's token in the environment or .env")
+            raise SettingsError(
+                "BOT_TOKEN is not set: put the bot's token in the environment or .env"
+            )
         token = self.bot_token.get_secret_value().strip()
         if ":" not in token:
-            raise SettingsError("BOT_TOKEN is malformed: expected '<digits>:<secret>' from @BotFather")
+            raise SettingsError(
+                "BOT_TOKEN is malformed: expected '<digits>:<secret>' from @BotFather"
+            )
         return token
 
 
@@ -96,6 +120,8 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
         message = str(first["msg"]).removeprefix("Value error, ")
+        if not first["loc"]:
+            raise SettingsError(message) from None
+        name = str(first["loc"][0]).upper()
         raise SettingsError(f"{name} is invalid: {message}") from None

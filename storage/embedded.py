@@ -1,4 +1,4 @@
-"""The embedded PostgreSQL used when DATABASE_URL is unset (the `pgserver` wheel ships a real server)."""
+"""The embedded PostgreSQL used when DATABASE_URL is unset (from the `pgserver` wheel)."""
 
 from __future__ import annotations
 

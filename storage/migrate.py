@@ -8,8 +8,9 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-# Any constant works; two processes starting together must not migrate at once.
-MIGRATION_LOCK = 0x7662_6D69_6772
+# Negative: positive advisory-lock keys are Telegram user ids (see storage.updates).
+# Two processes starting together must not migrate at once.
+MIGRATION_LOCK = -0x7662_6D69_6772
 
 
 def _config(connection: Connection | None = None):  # type: ignore[no-untyped-def]

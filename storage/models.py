@@ -1,4 +1,4 @@
-"""The database schema. Enumerations are text with CHECK constraints: easy to extend in a migration."""
+"""The database schema. Enumerations are text with CHECK constraints, easy to migrate."""
 
 from __future__ import annotations
 
@@ -45,9 +45,7 @@ class Base(DeclarativeBase):
 
 
 class Timestamped:
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
@@ -97,9 +95,7 @@ class Assignment(Base):
     officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"), index=True)
     village_id: Mapped[int] = mapped_column(ForeignKey("villages.id"))
     kind: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class Supervisor(Base):
@@ -108,9 +104,7 @@ class Supervisor(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str | None] = mapped_column(String(200))
     county_wide: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class SupervisorStation(Base):
@@ -139,9 +133,7 @@ class User(Timestamped, Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     role: Mapped[str] = mapped_column(String(16), server_default=Role.STRANGER.value)
     officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"), unique=True)
-    supervisor_id: Mapped[int | None] = mapped_column(
-        ForeignKey("supervisors.id"), unique=True
-    )
+    supervisor_id: Mapped[int | None] = mapped_column(ForeignKey("supervisors.id"), unique=True)
     # The language chosen with /language; NULL follows Telegram's language_code.
     locale: Mapped[str | None] = mapped_column(String(8))
     language_code: Mapped[str | None] = mapped_column(String(16))
@@ -170,9 +162,7 @@ class Invite(Base):
     station_ids: Mapped[list[int]] = mapped_column(
         ARRAY(Integer), server_default=text("'{}'::integer[]")
     )
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     used_by: Mapped[int | None] = mapped_column(BigInteger)

@@ -1,0 +1,204 @@
+"""The `villagebeat` command. Only `run` imports aiogram (seconds of start-up); the rest
+answer in well under two seconds."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+
+class CommandError(Exception):
+    """Bad input or an unmet precondition: one line for the operator, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="villagebeat",
+        description="Village Beat: the 'one village, one officer' bot and its back office.",
+    )
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
+
+    run = commands.add_parser("run", help="run the bot (migrates the database first)")
+    run.set_defaults(handler=_run)
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(
+        dest="db_command", metavar="ACTION", required=True, parser_class=_Parser
+    )
+    db_commands.add_parser("upgrade", help="apply database migrations").set_defaults(
+        handler=_db_upgrade
+    )
+
+    imp = commands.add_parser("import", help="import reference data")
+    imp_commands = imp.add_subparsers(
+        dest="import_kind", metavar="KIND", required=True, parser_class=_Parser
+    )
+    directory = imp_commands.add_parser(
+        "directory",
+        help="stations, villages, officers and assignments from a CSV or XLSX file",
+        description="Columns: station_code, station_name, village_code, village_name, latitude, "
+        "longitude, officer_badge, officer_name, assignment (resident|contact). "
+        "All-or-nothing; re-importing the same file changes nothing.",
+    )
+    directory.add_argument("file", type=Path, metavar="FILE")
+    directory.set_defaults(handler=_import_directory)
+
+    invite = commands.add_parser("invite", help="one-time join links for officers and supervisors")
+    invite_kinds = invite.add_subparsers(
+        dest="invite_kind", metavar="ROLE", required=True, parser_class=_Parser
+    )
+    officer = invite_kinds.add_parser("officer", help="an officer's invite link, by badge number")
+    officer.add_argument("badge", metavar="BADGE")
+    officer.add_argument(
+        "--json", action="store_true", help="print link, payload and expiry as JSON"
+    )
+    officer.set_defaults(handler=_invite_officer)
+    supervisor = invite_kinds.add_parser(
+        "supervisor", help="a supervisor's invite link, scoped to stations or the county"
+    )
+    scope = supervisor.add_mutually_exclusive_group(required=True)
+    scope.add_argument(
+        "--station", action="append", metavar="CODE", help="a station in scope (repeatable)"
+    )
+    scope.add_argument("--county", action="store_true", help="the whole county")
+    supervisor.add_argument("--name", help="the supervisor's name, shown in digests")
+    supervisor.add_argument(
+        "--json", action="store_true", help="print link, payload and expiry as JSON"
+    )
+    supervisor.set_defaults(handler=_invite_supervisor)
+
+    link = commands.add_parser("village-link", help="the villagers' public join link for a village")
+    link.add_argument("village_code", metavar="VILLAGE_CODE")
+    link.add_argument("--json", action="store_true", help="print the link as JSON")
+    link.set_defaults(handler=_village_link)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    from bot.settings import SettingsError
+
+    handler: Callable[[argparse.Namespace], int | None] = args.handler
+    try:
+        code = handler(args)
+    except (CommandError, SettingsError) as exc:
+        print(f"villagebeat: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bot.serve import serve
+    from bot.settings import load_settings
+
+    settings = load_settings()
+    settings.require_token()
+    return asyncio.run(serve(settings))
+
+
+def _with_database(work: Callable[[Any, Any], Coroutine[Any, Any, Any]]) -> Any:
+    """Run `work(db, settings)` on a migrated database; connection failures in one line."""
+    from bot.settings import load_settings
+
+    settings = load_settings()
+
+    async def go() -> Any:
+        from storage.db import open_database
+        from storage.migrate import upgrade
+
+        async with open_database(settings.database_url, settings.data_dir, pool_size=2) as db:
+            await upgrade(db.engine)
+            return await work(db, settings)
+
+    try:
+        return asyncio.run(go())
+    except (OSError, ConnectionError) as exc:
+        raise CommandError(f"cannot reach the database: {exc}") from None
+    except Exception as exc:
+        if type(exc).__module__.startswith(("sqlalchemy", "asyncpg")):
+            raise CommandError(f"database error: {str(exc).splitlines()[0]}") from None
+        raise
+
+
+def _db_upgrade(args: argparse.Namespace) -> None:
+    from storage.migrate import head_revision
+
+    _with_database(_noop)
+    print(f"database is at revision {head_revision()}")
+
+
+async def _noop(db: Any, settings: Any) -> None:
+    return None
+
+
+def _import_directory(args: argparse.Namespace) -> None:
+    from core.directory import DirectoryError
+    from storage.directory import import_directory
+
+    if not args.file.is_file():
+        raise CommandError(f"{args.file}: no such file")
+
+    async def work(db: Any, settings: Any) -> Any:
+        return await import_directory(db.sessions, args.file)
+
+    try:
+        report = _with_database(work)
+    except DirectoryError as exc:
+        for problem in exc.problems:
+            where = f"line {problem.line}: " if problem.line is not None else ""
+            print(f"{args.file}: {where}{problem.message}", file=sys.stderr)
+        raise CommandError(f"{len(exc.problems)} problem(s) found; nothing was imported") from None
+    for line in report.lines():
+        print(line)
+
+
+def _invite_officer(args: argparse.Namespace) -> None:
+    from bot.joinlinks import officer_invite
+
+    _print_link(
+        _with_database(lambda db, settings: officer_invite(db, settings, args.badge)), args.json
+    )
+
+
+def _invite_supervisor(args: argparse.Namespace) -> None:
+    from bot.joinlinks import supervisor_invite
+
+    stations = sorted(set(args.station or []))
+    _print_link(
+        _with_database(
+            lambda db, settings: supervisor_invite(db, settings, stations, args.county, args.name)
+        ),
+        args.json,
+    )
+
+
+def _village_link(args: argparse.Namespace) -> None:
+    from bot.joinlinks import village_link
+
+    _print_link(
+        _with_database(lambda db, settings: village_link(db, settings, args.village_code)),
+        args.json,
+    )
+
+
+def _print_link(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({k: v for k, v in result.items() if k != "notes"}, ensure_ascii=False))
+        return
+    print(result["link"])
+    for note in result.get("notes", []):
+        print(note, file=sys.stderr)

@@ -1,0 +1,262 @@
+"""/start: join links for officers, supervisors and villagers, and the greeting of each role."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import CommandObject, CommandStart, StateFilter
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import (
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    Message,
+    ReplyKeyboardMarkup,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.callbacks import JoinVillageCb
+from bot.i18n import Translator, all_labels
+from bot.menus import chat_commands, main_menu
+from bot.replies import Replies
+from core.clock import Clock
+from core.roles import InviteKind, Role
+from core.tokens import INVITE_PREFIX, VILLAGE_PREFIX, is_valid_payload
+from storage import invites, villages
+from storage.models import User
+
+router = Router(name="onboarding")
+
+
+class JoinVillage(StatesGroup):
+    confirm = State()
+    phone = State()
+
+
+def _welcome(
+    user: User, role: Role, t: Translator, replies: Replies, message: Message, text: str
+) -> None:
+    replies.add(
+        message.answer(text, reply_markup=main_menu(role, t)), chat_commands(user.id, role, t)
+    )
+
+
+@router.message(CommandStart(deep_link=True))
+async def start_with_link(
+    message: Message,
+    command: CommandObject,
+    state: FSMContext,
+    session: AsyncSession,
+    user: User,
+    role: Role,
+    t: Translator,
+    replies: Replies,
+    clock: Clock,
+) -> None:
+    payload = command.args or ""
+    if not is_valid_payload(payload):
+        replies.add(message.answer(t("start.link_invalid")))
+    elif payload.startswith(INVITE_PREFIX):
+        await _redeem(message, payload, state, session, user, t, replies, clock)
+    elif payload.startswith(VILLAGE_PREFIX):
+        await _offer_village(message, payload, state, session, user, role, t, replies)
+    else:
+        replies.add(message.answer(t("start.link_invalid")))
+
+
+async def _redeem(
+    message: Message,
+    payload: str,
+    state: FSMContext,
+    session: AsyncSession,
+    user: User,
+    t: Translator,
+    replies: Replies,
+    clock: Clock,
+) -> None:
+    outcome = await invites.redeem_invite(session, payload=payload, user=user, now=clock())
+    if isinstance(outcome, invites.Refusal):
+        replies.add(message.answer(t(f"start.invite_{outcome.value}")))
+        return
+    await state.clear()
+    if outcome.previous_user_id is not None:
+        # The officer's old account loses its officer commands at once.
+        replies.add(chat_commands(outcome.previous_user_id, Role.STRANGER, t))
+    if outcome.kind == InviteKind.OFFICER:
+        assert outcome.officer is not None
+        listed = await villages.officer_villages(session, outcome.officer.id)
+        text = t("start.officer_welcome", name=outcome.officer.name, badge=outcome.officer.badge)
+        text += "\n" + _village_lines(listed, t)
+        _welcome(user, Role.OFFICER, t, replies, message, text)
+    else:
+        if outcome.supervisor is not None and outcome.supervisor.county_wide:
+            scope = t("scope.county")
+        else:
+            scope = t("scope.separator").join(s.name for s in outcome.stations)
+        _welcome(
+            user, Role.SUPERVISOR, t, replies, message, t("start.supervisor_welcome", scope=scope)
+        )
+
+
+def _village_lines(listed: list[villages.VillageView], t: Translator) -> str:
+    if not listed:
+        return t("villages.none")
+    return "\n".join(
+        t("villages.line", village=v.name, station=v.station_name, kind=t(f"assignment.{v.kind}"))
+        for v in listed
+    )
+
+
+async def _offer_village(
+    message: Message,
+    payload: str,
+    state: FSMContext,
+    session: AsyncSession,
+    user: User,
+    role: Role,
+    t: Translator,
+    replies: Replies,
+) -> None:
+    village = await villages.village_by_token(session, payload.removeprefix(VILLAGE_PREFIX))
+    if village is None:
+        replies.add(message.answer(t("start.link_invalid")))
+        return
+    if role in (Role.OFFICER, Role.SUPERVISOR):
+        replies.add(message.answer(t("join.not_for_staff")))
+        return
+    current = await villages.current_village(session, user.id) if role == Role.VILLAGER else None
+    if current is not None and current.id == village.id:
+        replies.add(
+            message.answer(t("join.already", village=village.name), reply_markup=main_menu(role, t))
+        )
+        return
+    await state.set_state(JoinVillage.confirm)
+    await state.set_data({"village_id": village.id})
+    text = t("join.confirm", village=village.name, station=village.station_name)
+    if current is not None:
+        text += "\n" + t("join.switch_note", current=current.name)
+    keyboard = InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=t("join.yes"),
+                    callback_data=JoinVillageCb(village_id=village.id, join=True).pack(),
+                ),
+                InlineKeyboardButton(
+                    text=t("join.no"),
+                    callback_data=JoinVillageCb(village_id=village.id, join=False).pack(),
+                ),
+            ]
+        ]
+    )
+    replies.add(message.answer(text, reply_markup=keyboard))
+
+
+@router.callback_query(JoinVillage.confirm, JoinVillageCb.filter())
+async def confirm_village(
+    callback: CallbackQuery,
+    callback_data: JoinVillageCb,
+    state: FSMContext,
+    session: AsyncSession,
+    user: User,
+    role: Role,
+    t: Translator,
+    replies: Replies,
+) -> None:
+    data = await state.get_data()
+    if data.get("village_id") != callback_data.village_id:
+        replies.add(callback.answer(t("callback.stale"), show_alert=True))
+        return
+    edit = (
+        callback.message.edit_reply_markup(reply_markup=None)
+        if isinstance(callback.message, Message)
+        else None
+    )
+    if not callback_data.join:
+        await state.clear()
+        replies.add(callback.answer())
+        if edit is not None:
+            replies.add(edit)
+        replies.add(
+            callback.message.answer(t("join.declined"), reply_markup=main_menu(role, t))  # type: ignore[union-attr]
+        )
+        return
+    await villages.join_village(session, user, callback_data.village_id)
+    village = await villages.current_village(session, user.id)
+    assert village is not None
+    await state.set_state(JoinVillage.phone)
+    replies.add(callback.answer(t("join.joined_short")))
+    if edit is not None:
+        replies.add(edit)
+    officer = village.officer_name or t("join.no_officer")
+    replies.add(
+        callback.message.answer(  # type: ignore[union-attr]
+            t("join.joined", village=village.name, officer=officer) + "\n\n" + t("join.ask_phone"),
+            reply_markup=_phone_keyboard(t),
+        ),
+        chat_commands(user.id, Role.VILLAGER, t),
+    )
+
+
+def _phone_keyboard(t: Translator) -> ReplyKeyboardMarkup:
+    return ReplyKeyboardMarkup(
+        keyboard=[
+            [KeyboardButton(text=t("join.share_phone"), request_contact=True)],
+            [KeyboardButton(text=t("join.skip_phone"))],
+        ],
+        resize_keyboard=True,
+        one_time_keyboard=True,
+    )
+
+
+@router.message(JoinVillage.phone, F.contact)
+async def phone_shared(
+    message: Message,
+    state: FSMContext,
+    session: AsyncSession,
+    user: User,
+    t: Translator,
+    replies: Replies,
+) -> None:
+    assert message.contact is not None
+    if message.contact.user_id != user.id:
+        replies.add(message.answer(t("join.phone_not_own"), reply_markup=_phone_keyboard(t)))
+        return
+    await villages.set_phone(session, user, message.contact.phone_number[:32])
+    await state.clear()
+    replies.add(message.answer(t("join.phone_saved"), reply_markup=main_menu(Role.VILLAGER, t)))
+
+
+@router.message(JoinVillage.phone, F.text.in_(all_labels("join.skip_phone")))
+async def phone_skipped(
+    message: Message, state: FSMContext, t: Translator, replies: Replies
+) -> None:
+    await state.clear()
+    replies.add(message.answer(t("join.phone_skipped"), reply_markup=main_menu(Role.VILLAGER, t)))
+
+
+@router.message(JoinVillage.phone)
+async def phone_invalid(message: Message, t: Translator, replies: Replies) -> None:
+    replies.add(message.answer(t("join.phone_invalid"), reply_markup=_phone_keyboard(t)))
+
+
+@router.message(JoinVillage.confirm, ~F.text.startswith("/"))
+async def confirm_invalid(message: Message, t: Translator, replies: Replies) -> None:
+    replies.add(message.answer(t("join.use_buttons")))
+
+
+@router.message(CommandStart(), StateFilter("*"))
+async def start_plain(
+    message: Message, session: AsyncSession, user: User, role: Role, t: Translator, replies: Replies
+) -> None:
+    if role == Role.STRANGER:
+        text = t("start.stranger")
+    elif role == Role.VILLAGER:
+        village = await villages.current_village(session, user.id)
+        text = t("start.villager", village=village.name if village else "—")
+    elif role == Role.OFFICER:
+        text = t("start.officer", name=user.first_name)
+    else:
+        text = t("start.supervisor", name=user.first_name)
+    _welcome(user, role, t, replies, message, text)

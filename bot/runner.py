@@ -1,0 +1,180 @@
+"""Receiving updates: long polling or a webhook, both losing nothing on failure or restart."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Iterable
+from typing import Any
+
+from aiogram import Bot, Dispatcher
+from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
+from aiogram.types import Update
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+POLL_TIMEOUT = 25
+HANDLER_ATTEMPTS = 3
+MAX_BACKOFF = 30.0
+
+
+def _transient(exc: BaseException) -> bool:
+    """Failures of the surroundings (database, network) rather than of the update itself."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep, waking early on stop. True when stopping."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def feed_with_retry(dp: Dispatcher, bot: Bot, update: Update, stop: asyncio.Event) -> bool:
+    """Apply one update. Retries while the database is away; gives up on a failing handler
+    after a few attempts. False means: stopping before it was applied."""
+    attempt, delay = 0, 0.5
+    while True:
+        try:
+            await dp.feed_update(bot, update)
+            return True
+        except Exception as exc:
+            attempt += 1
+            if not _transient(exc) and attempt >= HANDLER_ATTEMPTS:
+                log.exception("update %s failed %d times; skipped", update.update_id, attempt)
+                return True
+            log.warning("update %s failed (%s); retrying in %.1fs", update.update_id, exc, delay)
+        if await _sleep_unless(stop, delay):
+            return False
+        delay = min(delay * 2, MAX_BACKOFF)
+
+
+def _sender(update: Update) -> int:
+    event = update.event
+    user = getattr(event, "from_user", None)
+    if user is not None:
+        return int(user.id)
+    chat = getattr(event, "chat", None)
+    return int(chat.id) if chat is not None else -update.update_id
+
+
+async def process_batch(
+    dp: Dispatcher, bot: Bot, updates: Iterable[Update], stop: asyncio.Event
+) -> bool:
+    """Each sender's updates strictly in order; different senders concurrently."""
+    queues: dict[int, list[Update]] = {}
+    for update in updates:
+        queues.setdefault(_sender(update), []).append(update)
+
+    async def drain(queue: list[Update]) -> bool:
+        for update in queue:
+            if not await feed_with_retry(dp, bot, update, stop):
+                return False
+        return True
+
+    results = await asyncio.gather(*(drain(q) for q in queues.values()))
+    return all(results)
+
+
+async def _first(awaitable: Awaitable[Any], stop: asyncio.Event) -> tuple[bool, Any]:
+    """Await `awaitable` unless stop comes first (then it is cancelled)."""
+    task = asyncio.ensure_future(awaitable)
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if task not in done:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return False, None
+    stopper.cancel()
+    return True, task.result()
+
+
+async def run_polling(bot: Bot, dp: Dispatcher, stop: asyncio.Event) -> None:
+    """Long polling that confirms an update's offset only after it was applied."""
+    allowed = dp.resolve_used_update_types()
+    await bot.delete_webhook(drop_pending_updates=False)
+    offset: int | None = None
+    delay = 1.0
+    log.info("polling for updates")
+    while not stop.is_set():
+        try:
+            finished, updates = await _first(
+                bot.get_updates(
+                    offset=offset,
+                    timeout=POLL_TIMEOUT,
+                    allowed_updates=allowed,
+                    request_timeout=POLL_TIMEOUT + 10,
+                ),
+                stop,
+            )
+        except TelegramRetryAfter as exc:
+            await _sleep_unless(stop, exc.retry_after)
+            continue
+        except (TelegramNetworkError, TelegramServerError, OSError) as exc:
+            log.warning("getUpdates failed (%s); retrying in %.0fs", exc, delay)
+            await _sleep_unless(stop, delay)
+            delay = min(delay * 2, MAX_BACKOFF)
+            continue
+        if not finished:
+            break
+        delay = 1.0
+        if updates and await process_batch(dp, bot, updates, stop):
+            offset = updates[-1].update_id + 1
+    log.info("polling stopped")
+
+
+def health_handler(engine: AsyncEngine) -> Any:
+    async def healthz(request: web.Request) -> web.Response:
+        try:
+            async with asyncio.timeout(2):
+                async with engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure means: not healthy
+            return web.json_response({"status": "unavailable", "error": str(exc)[:200]}, status=503)
+        return web.json_response({"status": "ok"})
+
+    return healthz
+
+
+async def run_webhook(
+    bot: Bot, dp: Dispatcher, settings: Settings, engine: AsyncEngine, stop: asyncio.Event
+) -> None:
+    """Serve the webhook; Telegram gets its answer only after the update committed, so a
+    failure (answered 500) makes Telegram deliver the update again."""
+    assert settings.webhook_url and settings.webhook_secret
+    secret = settings.webhook_secret.get_secret_value()
+    app = web.Application()
+    SimpleRequestHandler(
+        dispatcher=dp, bot=bot, secret_token=secret, handle_in_background=False
+    ).register(app, path=settings.webhook_path)
+    app.router.add_get("/healthz", health_handler(engine))
+    runner = web.AppRunner(app, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, host=settings.webhook_host, port=settings.webhook_port)
+    await site.start()
+    log.info(
+        "webhook listening on %s:%s%s",
+        settings.webhook_host,
+        settings.webhook_port,
+        settings.webhook_path,
+    )
+    try:
+        await bot.set_webhook(
+            settings.webhook_url,
+            secret_token=secret,
+            allowed_updates=dp.resolve_used_update_types(),
+            drop_pending_updates=False,
+        )
+        await stop.wait()
+    finally:
+        await runner.cleanup()

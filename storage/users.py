@@ -1,0 +1,60 @@
+"""Telegram accounts and the roles bound to them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.roles import Role
+from storage.models import User, VillagerMembership
+
+
+@dataclass(frozen=True)
+class TelegramProfile:
+    id: int
+    first_name: str
+    last_name: str | None
+    username: str | None
+    language_code: str | None
+
+
+async def touch_user(session: AsyncSession, profile: TelegramProfile) -> User:
+    """The user row for a Telegram account, created on first contact and kept current."""
+    user = await session.get(User, profile.id)
+    if user is None:
+        user = User(id=profile.id, role=Role.STRANGER.value)
+        session.add(user)
+    for attr in ("first_name", "last_name", "username", "language_code"):
+        value = getattr(profile, attr)
+        if attr == "first_name":
+            value = value or ""
+        if getattr(user, attr) != value:
+            setattr(user, attr, value)
+    if user.blocked_at is not None:
+        user.blocked_at = None  # writing to the bot means they unblocked it
+    await session.flush()
+    return user
+
+
+async def set_locale(session: AsyncSession, user: User, locale: str) -> None:
+    user.locale = locale
+    await session.flush()
+
+
+async def release_role(session: AsyncSession, user: User) -> None:
+    """Drop whatever role the account had, ending a current village membership."""
+    await session.execute(
+        update(VillagerMembership)
+        .where(VillagerMembership.user_id == user.id, VillagerMembership.left_at.is_(None))
+        .values(left_at=func.now())
+    )
+    user.role = Role.STRANGER.value
+    user.officer_id = None
+    user.supervisor_id = None
+    await session.flush()
+
+
+async def user_bound_to_officer(session: AsyncSession, officer_id: int) -> User | None:
+    return await session.scalar(select(User).where(User.officer_id == officer_id))
