@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,15 +25,8 @@ COLUMNS = (
 )
 CODE_MAX = 64
 NAME_MAX = 200
-_LIMITS = {
-    "station_code": CODE_MAX,
-    "village_code": CODE_MAX,
-    "officer_badge": CODE_MAX,
-    "station_name": NAME_MAX,
-    "village_name": NAME_MAX,
-    "officer_name": NAME_MAX,
-    "assignment": NAME_MAX,
-}
+_CODES = {"station_code", "village_code", "officer_badge"}
+_TEXTS = [c for c in COLUMNS if c not in {"latitude", "longitude"}]  # required, plain text
 _KINDS = {
     "resident": AssignmentKind.RESIDENT,
     "驻村": AssignmentKind.RESIDENT,
@@ -47,6 +39,10 @@ _STATION_FIELDS = {"station_code", "station_name"}
 _VILLAGE_FIELDS = {"village_code", "village_name", "station_code", "latitude", "longitude"}
 _OFFICER_FIELDS = {"officer_badge", "officer_name"}
 _ASSIGNMENT_FIELDS = {"village_code", "officer_badge", "assignment"}
+
+# Excel shows a long number such as a 12-digit village code as 4.10122E+11, and saves it so.
+_SCIENTIFIC = re.compile(r"\d(\.\d+)?E\+\d+", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, exactly
 
 Centre = tuple[float, float]
 
@@ -136,12 +132,14 @@ def parse_directory(rows: Iterable[tuple[int, Mapping[str, str]]]) -> Directory:
 def _text_problem(column: str, value: str) -> str | None:
     if not value:
         return f"{column} is empty"
-    limit = _LIMITS[column]
+    limit = CODE_MAX if column in _CODES else NAME_MAX
     if len(value) > limit:
         return f"{column} is longer than {limit} characters ({len(value)})"
-    control = next((ch for ch in value if unicodedata.category(ch) == "Cc"), None)
+    if column in _CODES and _SCIENTIFIC.fullmatch(value):
+        return f"{column} {value} looks mangled by Excel; format the column as text"
+    control = _CONTROL.search(value)
     if control is not None:
-        return f"{column} contains a control character (U+{ord(control):04X})"
+        return f"{column} contains a control character (U+{ord(control.group()):04X})"
     return None
 
 
@@ -184,7 +182,7 @@ class _Parser:
             self._problem(line, f"duplicate of line {first}")
             return  # its problems, if any, are reported on the first line
         bad: set[str] = set()
-        for column in _LIMITS:
+        for column in _TEXTS:
             message = _text_problem(column, values[column])
             if message is not None:
                 self._problem(line, message)

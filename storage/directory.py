@@ -46,11 +46,12 @@ def read_directory_file(path: Path) -> list[tuple[int, dict[str, str]]]:
     elif suffix == ".xlsx":
         table = _xlsx_table(path)
     else:
-        raise _file_error(f"{path.name}: only .csv and .xlsx files can be imported")
+        raise _file_error("only .csv and .xlsx files can be imported")
     return _records(table)
 
 
 def _file_error(message: str) -> DirectoryError:
+    """A problem with the whole file; callers show it after the file's name."""
     return DirectoryError([RowProblem(None, message)])
 
 
@@ -83,7 +84,7 @@ def _csv_table(path: Path) -> list[tuple[int, list[str]]]:
         try:
             content = data.decode("gb18030")
         except UnicodeDecodeError as exc:
-            raise _file_error(f"{path.name} is neither UTF-8 nor GB18030 text ({exc})") from exc
+            raise _file_error(f"neither UTF-8 nor GB18030 text ({exc})") from exc
     first_line = next((ln for ln in content.splitlines() if ln.strip()), "")
     delimiter = max((",", "\t", ";"), key=first_line.count)
     reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
@@ -101,7 +102,7 @@ def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise _file_error(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise _file_error(f"cannot read the file: {exc.strerror or exc}") from exc
 
 
 def _xlsx_table(path: Path) -> list[tuple[int, list[str]]]:
@@ -111,7 +112,7 @@ def _xlsx_table(path: Path) -> list[tuple[int, list[str]]]:
         try:
             book = openpyxl.load_workbook(path, read_only=True, data_only=True)
         except Exception as exc:  # openpyxl raises many kinds for a damaged or foreign file
-            raise _file_error(f"cannot open {path.name} as an Excel workbook: {exc}") from exc
+            raise _file_error(f"not a readable Excel workbook: {exc}") from exc
         try:
             sheet = book.worksheets[0]
             sheet.reset_dimensions()  # some writers record a wrong size; read what is there
@@ -120,7 +121,7 @@ def _xlsx_table(path: Path) -> list[tuple[int, list[str]]]:
                 for number, row in enumerate(sheet.iter_rows(), start=1)
             ]
         except Exception as exc:
-            raise _file_error(f"cannot read {path.name}: {exc}") from exc
+            raise _file_error(f"cannot read the first sheet: {exc}") from exc
         finally:
             book.close()
 
@@ -368,16 +369,23 @@ async def _replace_assignments(
             ),
             _arrays(created, 3),
         )
+    unchanged = len(held) - len(removed) - len(rekinded)
+    counts = Counts(len(created), len(rekinded), unchanged)
+    return counts, len(removed), _reassignments(directory, village_ids, old_posts)
+
+
+def _reassignments(
+    directory: Directory, village_ids: Mapping[str, int], old_posts: Mapping[tuple[int, str], str]
+) -> list[Reassignment]:
+    """Every post of the file's villages whose officer differs from before, in file order."""
     new_posts = {
         (village_ids[a.village_code], a.kind.value): a.officer_badge for a in directory.assignments
     }
-    reassignments = []
+    changes = []
     for village in directory.villages:
         for kind in AssignmentKind:
             post = (village_ids[village.code], kind.value)
             old, new = old_posts.get(post), new_posts.get(post)
             if old != new:
-                reassignments.append(Reassignment(village.code, kind, old, new))
-    unchanged = len(held) - len(removed) - len(rekinded)
-    counts = Counts(len(created), len(rekinded), unchanged)
-    return counts, len(removed), reassignments
+                changes.append(Reassignment(village.code, kind, old, new))
+    return changes

@@ -38,10 +38,10 @@ class EmbeddedPostgres:
     def _start_server(self) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
-            import pgserver
+            from pgserver.postgres_server import get_server
 
             logging.getLogger("pgserver").setLevel(logging.WARNING)
-            return pgserver.get_server(self.pgdata, cleanup_mode="stop")
+            return get_server(self.pgdata, cleanup_mode="stop")
 
     async def stop(self) -> None:
         """Stop the server unless another process of ours still uses it."""
