@@ -8,6 +8,7 @@ import secrets
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -19,6 +20,9 @@ from storage.db import make_engine, to_async_url
 from storage.embedded import EmbeddedPostgres
 from storage.migrate import upgrade
 from storage.models import Base
+
+if TYPE_CHECKING:
+    from tests.botapi import BotApiServer
 
 
 def _with_database(url: str, name: str) -> str:
@@ -92,3 +96,13 @@ async def sessions(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[Asyn
 def tmp_data_dir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="vb-data-") as tmp:
         yield Path(tmp)
+
+
+@pytest.fixture(scope="session")
+async def botapi() -> AsyncIterator["BotApiServer"]:
+    from tests.botapi import BotApiServer
+
+    server = BotApiServer(bot_username="village_beat_bot")
+    await server.start()
+    yield server
+    await server.stop()

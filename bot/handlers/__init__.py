@@ -6,6 +6,14 @@ from bot.handlers import common, fallback, onboarding, profile
 
 
 def get_routers() -> list[Router]:
-    # /cancel, /help and /language first: they work from any step of any flow.
-    # The fallback last: it answers whatever nothing else took.
-    return [common.router, onboarding.router, profile.router, fallback.router]
+    """Fresh routers in the order they are tried (a router can serve one Dispatcher only).
+
+    /cancel, /help and /language come first: they work from any step of any flow. The
+    fallback comes last: it answers whatever nothing else took.
+    """
+    return [
+        common.build_router(),
+        onboarding.build_router(),
+        profile.build_router(),
+        fallback.build_router(),
+    ]

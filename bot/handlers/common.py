@@ -17,8 +17,6 @@ from core.roles import Role
 from storage.models import User
 from storage.users import set_locale
 
-router = Router(name="common")
-
 
 def help_text(role: Role, t: Translator) -> str:
     lines = [t(f"help.intro.{role.value}"), ""]
@@ -26,7 +24,6 @@ def help_text(role: Role, t: Translator) -> str:
     return "\n".join(lines)
 
 
-@router.message(Command("cancel"))
 async def cancel(
     message: Message, state: FSMContext, role: Role, t: Translator, replies: Replies
 ) -> None:
@@ -36,12 +33,10 @@ async def cancel(
     replies.add(message.answer(text, reply_markup=main_menu(role, t)))
 
 
-@router.message(command_or_button("help"))
 async def show_help(message: Message, role: Role, t: Translator, replies: Replies) -> None:
     replies.add(message.answer(help_text(role, t), reply_markup=main_menu(role, t)))
 
 
-@router.message(command_or_button("language"))
 async def choose_language(message: Message, t: Translator, replies: Replies) -> None:
     buttons = [
         InlineKeyboardButton(text=LANGUAGE_NAMES[code], callback_data=LanguageCb(code=code).pack())
@@ -54,7 +49,6 @@ async def choose_language(message: Message, t: Translator, replies: Replies) -> 
     )
 
 
-@router.callback_query(LanguageCb.filter(F.code.in_(LOCALES)))
 async def set_language(
     callback: CallbackQuery,
     callback_data: LanguageCb,
@@ -72,3 +66,12 @@ async def set_language(
         SendMessage(chat_id=user.id, text=t("language.set"), reply_markup=main_menu(role, t)),
         chat_commands(user.id, role, t),
     )
+
+
+def build_router() -> Router:
+    router = Router(name="common")
+    router.message.register(cancel, Command("cancel"))
+    router.message.register(show_help, command_or_button("help"))
+    router.message.register(choose_language, command_or_button("language"))
+    router.callback_query.register(set_language, LanguageCb.filter(F.code.in_(LOCALES)))
+    return router

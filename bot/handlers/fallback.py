@@ -11,20 +11,23 @@ from bot.menus import main_menu
 from bot.replies import Replies
 from core.roles import Role
 
-router = Router(name="fallback")
 
-
-@router.message(StateFilter(None))
 async def not_understood(message: Message, role: Role, t: Translator, replies: Replies) -> None:
     key = "fallback.stranger" if role == Role.STRANGER else "fallback.unknown"
     replies.add(message.answer(t(key), reply_markup=main_menu(role, t)))
 
 
-@router.message(F.text.startswith("/"))
 async def unknown_command_in_flow(message: Message, t: Translator, replies: Replies) -> None:
     replies.add(message.answer(t("fallback.in_flow")))
 
 
-@router.callback_query()
 async def stale_button(callback: CallbackQuery, t: Translator, replies: Replies) -> None:
     replies.add(callback.answer(t("callback.stale"), show_alert=True))
+
+
+def build_router() -> Router:
+    router = Router(name="fallback")
+    router.message.register(not_understood, StateFilter(None))
+    router.message.register(unknown_command_in_flow, F.text.startswith("/"))
+    router.callback_query.register(stale_button)
+    return router

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.filters import CommandObject, CommandStart, StateFilter
+from aiogram.filters import CommandObject, CommandStart
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import (
@@ -26,8 +26,6 @@ from core.tokens import INVITE_PREFIX, VILLAGE_PREFIX, is_valid_payload
 from storage import invites, villages
 from storage.models import User
 
-router = Router(name="onboarding")
-
 
 class JoinVillage(StatesGroup):
     confirm = State()
@@ -42,7 +40,6 @@ def _welcome(
     )
 
 
-@router.message(CommandStart(deep_link=True))
 async def start_with_link(
     message: Message,
     command: CommandObject,
@@ -153,7 +150,6 @@ async def _offer_village(
     replies.add(message.answer(text, reply_markup=keyboard))
 
 
-@router.callback_query(JoinVillage.confirm, JoinVillageCb.filter())
 async def confirm_village(
     callback: CallbackQuery,
     callback_data: JoinVillageCb,
@@ -210,7 +206,6 @@ def _phone_keyboard(t: Translator) -> ReplyKeyboardMarkup:
     )
 
 
-@router.message(JoinVillage.phone, F.contact)
 async def phone_shared(
     message: Message,
     state: FSMContext,
@@ -228,7 +223,6 @@ async def phone_shared(
     replies.add(message.answer(t("join.phone_saved"), reply_markup=main_menu(Role.VILLAGER, t)))
 
 
-@router.message(JoinVillage.phone, F.text.in_(all_labels("join.skip_phone")))
 async def phone_skipped(
     message: Message, state: FSMContext, t: Translator, replies: Replies
 ) -> None:
@@ -236,17 +230,14 @@ async def phone_skipped(
     replies.add(message.answer(t("join.phone_skipped"), reply_markup=main_menu(Role.VILLAGER, t)))
 
 
-@router.message(JoinVillage.phone)
 async def phone_invalid(message: Message, t: Translator, replies: Replies) -> None:
     replies.add(message.answer(t("join.phone_invalid"), reply_markup=_phone_keyboard(t)))
 
 
-@router.message(JoinVillage.confirm, ~F.text.startswith("/"))
 async def confirm_invalid(message: Message, t: Translator, replies: Replies) -> None:
     replies.add(message.answer(t("join.use_buttons")))
 
 
-@router.message(CommandStart(), StateFilter("*"))
 async def start_plain(
     message: Message, session: AsyncSession, user: User, role: Role, t: Translator, replies: Replies
 ) -> None:
@@ -260,3 +251,17 @@ async def start_plain(
     else:
         text = t("start.supervisor", name=user.first_name)
     _welcome(user, role, t, replies, message, text)
+
+
+def build_router() -> Router:
+    router = Router(name="onboarding")
+    router.message.register(start_with_link, CommandStart(deep_link=True))
+    router.callback_query.register(confirm_village, JoinVillage.confirm, JoinVillageCb.filter())
+    router.message.register(phone_shared, JoinVillage.phone, F.contact)
+    router.message.register(
+        phone_skipped, JoinVillage.phone, F.text.in_(all_labels("join.skip_phone"))
+    )
+    router.message.register(phone_invalid, JoinVillage.phone, ~F.text.startswith("/"))
+    router.message.register(confirm_invalid, JoinVillage.confirm, ~F.text.startswith("/"))
+    router.message.register(start_plain, CommandStart())
+    return router

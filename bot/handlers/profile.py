@@ -15,10 +15,7 @@ from core.tokens import village_payload
 from storage import villages
 from storage.models import User
 
-router = Router(name="profile")
 
-
-@router.message(command_or_button("village"), HasRole(Role.VILLAGER))
 async def my_village(
     message: Message, session: AsyncSession, user: User, t: Translator, replies: Replies
 ) -> None:
@@ -33,7 +30,6 @@ async def my_village(
     replies.add(message.answer(text, reply_markup=main_menu(Role.VILLAGER, t)))
 
 
-@router.message(command_or_button("villages"), HasRole(Role.OFFICER))
 async def my_villages(
     message: Message, bot: Bot, session: AsyncSession, user: User, t: Translator, replies: Replies
 ) -> None:
@@ -53,7 +49,6 @@ async def my_villages(
     replies.add(message.answer(text, reply_markup=main_menu(Role.OFFICER, t)))
 
 
-@router.message(command_or_button("scope"), HasRole(Role.SUPERVISOR))
 async def my_scope(
     message: Message, session: AsyncSession, user: User, t: Translator, replies: Replies
 ) -> None:
@@ -66,3 +61,11 @@ async def my_scope(
     )
     text = t("scope.info", stations=names, villages=scope.villages, officers=scope.officers)
     replies.add(message.answer(text, reply_markup=main_menu(Role.SUPERVISOR, t)))
+
+
+def build_router() -> Router:
+    router = Router(name="profile")
+    router.message.register(my_village, command_or_button("village"), HasRole(Role.VILLAGER))
+    router.message.register(my_villages, command_or_button("villages"), HasRole(Role.OFFICER))
+    router.message.register(my_scope, command_or_button("scope"), HasRole(Role.SUPERVISOR))
+    return router
