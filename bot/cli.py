@@ -102,11 +102,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bot.serve import serve
     from bot.settings import load_settings
 
     settings = load_settings()
     settings.require_token()
+    from bot.serve import serve  # aiogram: seconds to import, so only once settings are good
+
     return asyncio.run(serve(settings))
 
 

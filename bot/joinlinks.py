@@ -55,6 +55,10 @@ def _ask_get_me(settings: Settings) -> str:
     return str(answer["result"]["username"])
 
 
+def _single_use(whom: str, issued: invites.IssuedInvite) -> str:
+    return f"for {whom}; single use, expires {issued.expires_at:%Y-%m-%d %H:%M %Z}"
+
+
 def _link(username: str, payload: str) -> str:
     return f"https://t.me/{username}?start={payload}"
 
@@ -75,9 +79,7 @@ async def officer_invite(db: Database, settings: Settings, badge: str) -> dict[s
         "link": _link(username, issued.payload),
         "payload": issued.payload,
         "expires_at": issued.expires_at.isoformat(),
-        "notes": [
-            f"for officer {officer.name} ({officer.badge}); single use, expires {issued.expires_at:%Y-%m-%d %H:%M %Z}"
-        ],
+        "notes": [_single_use(f"officer {officer.name} ({officer.badge})", issued)],
     }
 
 
@@ -102,9 +104,7 @@ async def supervisor_invite(
         "link": _link(username, issued.payload),
         "payload": issued.payload,
         "expires_at": issued.expires_at.isoformat(),
-        "notes": [
-            f"for a supervisor of {scope}; single use, expires {issued.expires_at:%Y-%m-%d %H:%M %Z}"
-        ],
+        "notes": [_single_use(f"a supervisor of {scope}", issued)],
     }
 
 

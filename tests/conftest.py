@@ -99,7 +99,7 @@ def tmp_data_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-async def botapi() -> AsyncIterator["BotApiServer"]:
+async def botapi() -> AsyncIterator[BotApiServer]:
     from tests.botapi import BotApiServer
 
     server = BotApiServer(bot_username="village_beat_bot")

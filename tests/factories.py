@@ -25,12 +25,30 @@ async def seed_directory(session: AsyncSession) -> Directory:
     other = Station(code="S02", name="东关派出所")
     session.add_all([station, other])
     await session.flush()
-    v1 = Village(code="V001", name="张庄村", station_id=station.id, latitude=34.1, longitude=113.2,
-                 join_token=new_village_token())
-    v2 = Village(code="V002", name="李庄村", station_id=station.id, latitude=34.2, longitude=113.3,
-                 join_token=new_village_token())
-    v3 = Village(code="V003", name="东关社区", station_id=other.id, latitude=None, longitude=None,
-                 join_token=new_village_token())
+    v1 = Village(
+        code="V001",
+        name="张庄村",
+        station_id=station.id,
+        latitude=34.1,
+        longitude=113.2,
+        join_token=new_village_token(),
+    )
+    v2 = Village(
+        code="V002",
+        name="李庄村",
+        station_id=station.id,
+        latitude=34.2,
+        longitude=113.3,
+        join_token=new_village_token(),
+    )
+    v3 = Village(
+        code="V003",
+        name="东关社区",
+        station_id=other.id,
+        latitude=None,
+        longitude=None,
+        join_token=new_village_token(),
+    )
     a = Officer(badge="012345", name="王警官")
     b = Officer(badge="067890", name="赵警官")
     session.add_all([v1, v2, v3, a, b])

@@ -72,7 +72,7 @@ class Chat:
 def test_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {"bot_token": SecretStr(DEFAULT_TOKEN), "default_locale": "zh"}
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @asynccontextmanager

@@ -127,8 +127,13 @@ async def test_villager_switches_village(sessions: async_sessionmaker[AsyncSessi
         await villages.join_village(s, user, d.villages[2].id)
         current = await villages.current_village(s, user.id)
         assert current is not None and current.code == "V003"
-        rows = (await s.execute(select(VillagerMembership.village_id, VillagerMembership.left_at)
-                                .order_by(VillagerMembership.id))).all()
+        rows = (
+            await s.execute(
+                select(VillagerMembership.village_id, VillagerMembership.left_at).order_by(
+                    VillagerMembership.id
+                )
+            )
+        ).all()
         assert [r.village_id for r in rows] == [d.villages[0].id, d.villages[2].id]
         assert rows[0].left_at is not None and rows[1].left_at is None
         assert user.role == Role.VILLAGER

@@ -24,10 +24,9 @@ async def test_update_is_claimed_once(sessions: async_sessionmaker[AsyncSession]
 
 
 async def test_rolled_back_claim_can_be_retried(sessions: async_sessionmaker[AsyncSession]) -> None:
-    async with sessions() as s:
-        async with s.begin():
-            assert await claim_update(s, 20, serial_key=42)
-            await s.rollback()
+    async with sessions() as s, s.begin():
+        assert await claim_update(s, 20, serial_key=42)
+        await s.rollback()
     async with sessions() as s, s.begin():
         assert await claim_update(s, 20, serial_key=42) is True
 
@@ -71,14 +70,13 @@ async def test_bound_writes_commit_with_the_transaction(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     storage = PostgresStorage(sessions)
-    async with sessions() as s:
-        async with s.begin():
-            with storage.bind(s):
-                await storage.set_state(KEY, "Flow:one")
-                await storage.set_data(KEY, {"a": 1})
-                assert await storage.get_state(KEY) == "Flow:one"
-                await storage.flush()
-            await s.rollback()
+    async with sessions() as s, s.begin():
+        with storage.bind(s):
+            await storage.set_state(KEY, "Flow:one")
+            await storage.set_data(KEY, {"a": 1})
+            assert await storage.get_state(KEY) == "Flow:one"
+            await storage.flush()
+        await s.rollback()
     assert await storage.get_state(KEY) is None  # rolled back with everything else
 
     async with sessions() as s, s.begin():

@@ -1,0 +1,192 @@
+"""`villagebeat run` in polling mode, driven over HTTP as people would use it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from core.roles import Role
+from core.tokens import village_payload
+from storage import invites
+from storage.models import User
+from tests.botapi import BotApiServer
+from tests.botproc import STARTUP_TIMEOUT, BotProcess
+from tests.e2e import (
+    EN,
+    ZH,
+    bot_process,
+    click,
+    kill_waiting_backends,
+    messages_to,
+    reply_to,
+    say,
+    wait_for_lock_waiter,
+)
+from tests.factories import Directory, seed_directory
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+async def server() -> AsyncIterator[BotApiServer]:
+    async with BotApiServer(bot_username="village_beat_bot") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def bot(
+    server: BotApiServer, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[BotProcess]:
+    async with bot_process(server, database_url, tmp_path_factory.mktemp("polling")) as process:
+        # getUpdates is recorded only when its long poll ends; deleteWebhook comes just before.
+        await server.wait_for_call("deleteWebhook", timeout=STARTUP_TIMEOUT)
+        yield process
+
+
+@pytest.fixture
+async def directory(sessions: async_sessionmaker[AsyncSession]) -> Directory:
+    async with sessions() as s, s.begin():
+        return await seed_directory(s)
+
+
+async def _invite(sessions: async_sessionmaker[AsyncSession], **kw: object) -> str:
+    async with sessions() as s, s.begin():
+        if kw.get("kind") == "supervisor":
+            issued, _ = await invites.create_supervisor_invite(
+                s,
+                station_codes=["S01"],
+                county_wide=False,
+                name=None,
+                now=datetime.now(UTC),
+                ttl=timedelta(days=7),
+            )
+        else:
+            issued, _ = await invites.create_officer_invite(
+                s, badge="012345", now=datetime.now(UTC), ttl=timedelta(days=7)
+            )
+    return issued.payload
+
+
+async def test_startup_sets_default_commands(server: BotApiServer, bot: BotProcess) -> None:
+    zh = server.commands_for({"type": "default"}, "zh")
+    en = server.commands_for({"type": "default"}, "en")
+    assert [c["command"] for c in zh] == ["start", "help", "language"]
+    assert en[0]["description"] == EN("cmd.start")
+
+
+async def test_three_roles_join(
+    server: BotApiServer,
+    bot: BotProcess,
+    sessions: async_sessionmaker[AsyncSession],
+    directory: Directory,
+) -> None:
+    officer = server.user(first_name="王", language_code="zh-hans")
+    answer = await say(server, officer, f"/start {await _invite(sessions)}")
+    assert answer.startswith(ZH("start.officer_welcome", name="王警官", badge="012345"))
+
+    chief = server.user(first_name="Liu", language_code="en")
+    answer = await say(server, chief, f"/start {await _invite(sessions, kind='supervisor')}")
+    assert answer == EN("start.supervisor_welcome", scope="城关派出所")
+
+    villager = server.user(first_name="李")
+    answer = await say(
+        server, villager, f"/start {village_payload(directory.villages[1].join_token)}"
+    )
+    assert answer == ZH("join.confirm", village="李庄村", station="城关派出所")
+    answer = await click(server, villager, ZH("join.yes"))
+    assert answer.startswith(ZH("join.joined", village="李庄村", officer="王警官"))
+    answer = await click(server, villager, ZH("join.skip_phone"))
+    assert answer == ZH("join.phone_skipped")
+
+    async with sessions() as s:
+        roles = dict((await s.execute(select(User.id, User.role))).all())
+    assert roles == {
+        officer.id: Role.OFFICER,
+        chief.id: Role.SUPERVISOR,
+        villager.id: Role.VILLAGER,
+    }
+
+
+async def test_replayed_start_and_reused_invite(
+    server: BotApiServer,
+    bot: BotProcess,
+    sessions: async_sessionmaker[AsyncSession],
+    directory: Directory,
+) -> None:
+    payload = await _invite(sessions)
+    officer = server.user()
+    mark = server.mark()
+    update = await server.send_text(officer, f"/start {payload}")
+    await reply_to(server, officer, mark)
+    server.redeliver(update["update_id"])
+    await server.wait_delivered(update["update_id"])
+    thief = server.user(language_code="en")
+    assert await say(server, thief, f"/start {payload}") == EN("start.invite_used")
+    welcomes = [
+        c for c in server.calls_of("sendMessage") if str(c.params["chat_id"]) == str(officer.id)
+    ]
+    assert len(welcomes) == 1
+    async with sessions() as s:
+        assert (
+            await s.scalar(select(func.count()).select_from(User).where(User.id == officer.id)) == 1
+        )
+        assert (await s.get(User, thief.id)).role == Role.STRANGER  # type: ignore[union-attr]
+
+
+async def test_database_failure_mid_update_is_retried_once(
+    server: BotApiServer,
+    bot: BotProcess,
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    directory: Directory,
+) -> None:
+    user = server.user(language_code="en")
+    async with engine.connect() as blocker:
+        transaction = await blocker.begin()
+        await blocker.execute(text("LOCK TABLE users IN ACCESS EXCLUSIVE MODE"))
+        mark = server.mark()
+        await server.send_text(user, "/help")
+        await wait_for_lock_waiter(engine)
+        assert messages_to(server, user, mark) == []
+        assert await kill_waiting_backends(engine) >= 1
+        await asyncio.sleep(0.3)
+        await transaction.rollback()
+    answer = await reply_to(server, user, mark)
+    assert answer.startswith(EN("help.intro.stranger"))
+    await asyncio.sleep(0.5)
+    assert len(messages_to(server, user, mark)) == 1
+
+
+async def test_sigkill_mid_conversation_loses_nothing(
+    server: BotApiServer,
+    bot: BotProcess,
+    sessions: async_sessionmaker[AsyncSession],
+    directory: Directory,
+) -> None:
+    villager = server.user(language_code="en")
+    await say(server, villager, f"/start {village_payload(directory.villages[0].join_token)}")
+    await click(server, villager, EN("join.yes"))  # now at the phone step
+    await bot.kill()
+    mark = server.mark()
+    await server.click(villager, EN("join.share_phone"), phone="+8613700000000")
+    await bot.start()
+    await server.wait_for_call("deleteWebhook", since=mark, timeout=STARTUP_TIMEOUT)
+    assert await reply_to(server, villager, mark) == EN("join.phone_saved")
+    async with sessions() as s:
+        user = await s.get(User, villager.id)
+    assert user is not None and (user.role, user.phone) == (Role.VILLAGER, "+8613700000000")
+
+
+async def test_sigterm_stops_within_seconds(
+    server: BotApiServer, bot: BotProcess, tmp_path: Path
+) -> None:
+    started = asyncio.get_running_loop().time()
+    assert await bot.terminate(timeout=10) == 0
+    assert asyncio.get_running_loop().time() - started < 10
+    assert "stopped" in bot.log()
