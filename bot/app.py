@@ -32,7 +32,9 @@ def build_dispatcher(
     # The FSM middleware is registered by hand so that it runs inside the update's
     # transaction (see bot.middlewares.UpdateTransaction).
     dp = Dispatcher(storage=storage, disable_fsm=True, settings=settings, clock=clock)
-    dp.update.outer_middleware(UpdateTransaction(sessions, storage))
+    dp.update.outer_middleware(
+        UpdateTransaction(sessions, storage, default_locale=settings.default_locale)
+    )
     dp.update.outer_middleware(dp.fsm)
     dp.update.outer_middleware(UserContext(settings.default_locale))
     dp.message.filter(F.chat.type == ChatType.PRIVATE)

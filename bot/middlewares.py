@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,17 +11,21 @@ from typing import Any
 from aiogram import BaseMiddleware, Bot
 from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.dispatcher.middlewares.user_context import EVENT_CONTEXT_KEY, EventContext
+from aiogram.exceptions import TelegramAPIError
+from aiogram.methods import SendMessage
 from aiogram.types import TelegramObject, Update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.i18n import Translator, pick_locale
 from bot.replies import Replies
 from core.roles import Role
+from storage.db import is_transient
 from storage.fsm import PostgresStorage
-from storage.updates import claim_update
+from storage.updates import claim_update, record_failure
 from storage.users import TelegramProfile, touch_user
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+log = logging.getLogger(__name__)
 
 
 class KeyedLocks:
@@ -49,12 +54,23 @@ class UpdateTransaction(BaseMiddleware):
 
     Registered before the FSM middleware, so state is read inside the transaction and
     after the per-user lock. Answers go out only after commit (see bot.replies). An
-    exception rolls everything back and propagates, so the update is delivered again.
+    exception rolls everything back and propagates, so the update is delivered again;
+    one that keeps failing for a reason other than the database being away is set aside
+    after `give_up_after` attempts (table failed_updates) and the user is told.
     """
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], storage: PostgresStorage):
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        storage: PostgresStorage,
+        *,
+        default_locale: str,
+        give_up_after: int = 3,
+    ) -> None:
         self._sessions = sessions
         self._storage = storage
+        self._default_locale = default_locale
+        self._give_up_after = give_up_after
         self._locks = KeyedLocks()
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
@@ -62,18 +78,61 @@ class UpdateTransaction(BaseMiddleware):
         context: EventContext = data[EVENT_CONTEXT_KEY]
         serial_key = context.user_id or context.chat_id
         replies = Replies()
+        bot: Bot = data["bot"]
         async with self._locks.hold(serial_key or 0):
-            async with self._sessions() as session, session.begin():
-                if not await claim_update(session, event.update_id, serial_key=serial_key):
-                    return UNHANDLED
-                data["session"] = session
-                data["replies"] = replies
-                with self._storage.bind(session):
-                    result = await handler(event, data)
-                    await self._storage.flush()
-            bot: Bot = data["bot"]
+            try:
+                result = await self._apply(handler, event, data, serial_key, replies)
+            except Exception as exc:
+                if is_transient(exc) or not await self._set_aside(event, exc):
+                    raise
+                log.exception("update %s set aside after repeated failures", event.update_id)
+                await self._apologise(bot, data)
+                return UNHANDLED
             await replies.send(bot)
         return result
+
+    async def _apply(
+        self,
+        handler: Handler,
+        event: Update,
+        data: dict[str, Any],
+        serial_key: int | None,
+        replies: Replies,
+    ) -> Any:
+        async with self._sessions() as session, session.begin():
+            if not await claim_update(session, event.update_id, serial_key=serial_key):
+                return UNHANDLED
+            data["session"] = session
+            data["replies"] = replies
+            with self._storage.bind(session):
+                result = await handler(event, data)
+                await self._storage.flush()
+        return result
+
+    async def _set_aside(self, event: Update, exc: Exception) -> bool:
+        """Count the failure; True when the update is now dead. Raises nothing of its own."""
+        try:
+            async with self._sessions() as session, session.begin():
+                return await record_failure(
+                    session,
+                    update_id=event.update_id,
+                    payload=event.model_dump(mode="json", exclude_none=True),
+                    error=f"{type(exc).__name__}: {exc}",
+                    give_up_after=self._give_up_after,
+                )
+        except Exception:
+            log.exception("could not record the failure of update %s", event.update_id)
+            return False
+
+    async def _apologise(self, bot: Bot, data: dict[str, Any]) -> None:
+        sender = data.get("event_from_user")
+        if sender is None:
+            return
+        t = Translator(pick_locale(None, sender.language_code, self._default_locale))
+        try:
+            await bot(SendMessage(chat_id=sender.id, text=t("error.failed")))
+        except TelegramAPIError as exc:
+            log.warning("could not tell user %s about a failed update: %s", sender.id, exc)
 
 
 class UserContext(BaseMiddleware):

@@ -13,10 +13,10 @@ from aiogram.types import Update
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.settings import Settings
+from storage.db import is_transient
 
 log = logging.getLogger(__name__)
 POLL_TIMEOUT = 25
@@ -24,14 +24,7 @@ HANDLER_ATTEMPTS = 3
 MAX_BACKOFF = 30.0
 
 
-def _transient(exc: BaseException) -> bool:
-    """Failures of the surroundings (database, network) rather than of the update itself."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError)
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
+async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep, waking early on stop. True when stopping."""
     try:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
@@ -50,11 +43,11 @@ async def feed_with_retry(dp: Dispatcher, bot: Bot, update: Update, stop: asynci
             return True
         except Exception as exc:
             attempt += 1
-            if not _transient(exc) and attempt >= HANDLER_ATTEMPTS:
+            if not is_transient(exc) and attempt >= HANDLER_ATTEMPTS:
                 log.exception("update %s failed %d times; skipped", update.update_id, attempt)
                 return True
             log.warning("update %s failed (%s); retrying in %.1fs", update.update_id, exc, delay)
-        if await _sleep_unless(stop, delay):
+        if await sleep_unless_stopped(stop, delay):
             return False
         delay = min(delay * 2, MAX_BACKOFF)
 
@@ -118,11 +111,11 @@ async def run_polling(bot: Bot, dp: Dispatcher, stop: asyncio.Event) -> None:
                 stop,
             )
         except TelegramRetryAfter as exc:
-            await _sleep_unless(stop, exc.retry_after)
+            await sleep_unless_stopped(stop, exc.retry_after)
             continue
         except (TelegramNetworkError, TelegramServerError, OSError) as exc:
             log.warning("getUpdates failed (%s); retrying in %.0fs", exc, delay)
-            await _sleep_unless(stop, delay)
+            await sleep_unless_stopped(stop, delay)
             delay = min(delay * 2, MAX_BACKOFF)
             continue
         if not finished:

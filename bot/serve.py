@@ -5,20 +5,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import timedelta
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from aiogram.types import User as TelegramUser
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import build_dispatcher, make_bot
 from bot.menus import set_default_commands
-from bot.runner import run_polling, run_webhook
+from bot.runner import run_polling, run_webhook, sleep_unless_stopped
 from bot.settings import Settings
+from core.clock import system_clock
 from storage.db import open_database
 from storage.meta import BOT_USERNAME, set_meta
 from storage.migrate import upgrade
+from storage.updates import prune_processed
 
 log = logging.getLogger("villagebeat")
+KEEP_UPDATE_IDS = timedelta(days=3)
+HOUSEKEEPING_INTERVAL = 6 * 3600.0
 
 
 def configure_logging(level: str) -> None:
@@ -40,11 +46,22 @@ async def _introduce(bot: Bot, stop: asyncio.Event) -> TelegramUser | None:
             raise
         except (TelegramAPIError, OSError) as exc:
             log.warning("Bot API not reachable (%s); retrying in %.0fs", exc, delay)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            except TimeoutError:
-                delay = min(delay * 2, 30.0)
+            await sleep_unless_stopped(stop, delay)
+            delay = min(delay * 2, 30.0)
     return None
+
+
+async def _housekeeping(sessions: async_sessionmaker[AsyncSession], stop: asyncio.Event) -> None:
+    """Forget old update ids now and then; Telegram stops redelivering after a day."""
+    while not stop.is_set():
+        try:
+            async with sessions() as session, session.begin():
+                pruned = await prune_processed(session, older_than=system_clock() - KEEP_UPDATE_IDS)
+            if pruned:
+                log.info("forgot %d old update ids", pruned)
+        except Exception as exc:  # housekeeping must never stop the bot
+            log.warning("housekeeping failed: %s", exc)
+        await sleep_unless_stopped(stop, HOUSEKEEPING_INTERVAL)
 
 
 async def serve(settings: Settings) -> int:
@@ -71,10 +88,15 @@ async def serve(settings: Settings) -> int:
             await set_default_commands(bot, settings.default_locale)
             dp = build_dispatcher(settings, db.sessions)
             log.info("running as @%s", me.username)
-            if settings.webhook_url:
-                await run_webhook(bot, dp, settings, db.engine, stop)
-            else:
-                await run_polling(bot, dp, stop)
+            housekeeping = asyncio.create_task(_housekeeping(db.sessions, stop))
+            try:
+                if settings.webhook_url:
+                    await run_webhook(bot, dp, settings, db.engine, stop)
+                else:
+                    await run_polling(bot, dp, stop)
+            finally:
+                housekeeping.cancel()
+                await asyncio.gather(housekeeping, return_exceptions=True)
         finally:
             await bot.session.close()
     log.info("stopped")

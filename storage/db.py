@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -22,6 +23,27 @@ def to_async_url(url: str) -> str:
     if parts.scheme in {"postgresql", "postgres"}:
         parts = parts._replace(scheme="postgresql+asyncpg")
     return urlunsplit(parts)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure of the surroundings (database or network away), not of the work itself:
+    retrying later can succeed."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        state = getattr(exc.orig, "sqlstate", None) or ""
+        # 08: connection lost; 57P0x: server shutting down or restarting; 53: out of
+        # resources; 40001/40P01: serialisation failure or deadlock, which a retry resolves.
+        if state.startswith(("08", "57P0", "53")) or state in {"40001", "40P01"}:
+            return True
+        cause = exc.orig.__cause__ if exc.orig is not None else None
+        if cause is not None and type(cause).__name__ in _LOST_CONNECTION:
+            return True
+    return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError)
+
+
+# asyncpg's own names for a connection that went away without an SQLSTATE.
+_LOST_CONNECTION = {"ConnectionDoesNotExistError", "ConnectionResetError", "InterfaceError"}
 
 
 @dataclass(frozen=True)

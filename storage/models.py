@@ -215,6 +215,25 @@ class ProcessedUpdate(Base):
     )
 
 
+class FailedUpdate(Base):
+    """Updates whose handling raised. After a few attempts one is set aside here (dead) so
+    that it stops blocking the updates behind it; the payload allows a replay."""
+
+    __tablename__ = "failed_updates"
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    attempts: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    dead: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    first_failed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    last_failed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
 class BotMeta(Base):
     """Small facts learnt at run time, e.g. the bot's username for printed links."""
 

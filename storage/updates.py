@@ -1,9 +1,15 @@
-"""Exactly-once application of Telegram updates."""
+"""Exactly-once application of Telegram updates, and the ones that keep failing."""
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import FailedUpdate, ProcessedUpdate
 
 # One round trip: serialise on the sender (so one user's updates apply in order across
 # processes), then record the update id; nothing comes back when it was applied before.
@@ -29,3 +35,39 @@ async def claim_update(session: AsyncSession, update_id: int, *, serial_key: int
     else:
         result = await session.execute(_CLAIM_LOCKED, {"update_id": update_id, "key": serial_key})
     return result.first() is not None
+
+
+async def record_failure(
+    session: AsyncSession,
+    *,
+    update_id: int,
+    payload: dict[str, Any],
+    error: str,
+    give_up_after: int,
+) -> bool:
+    """Count a failed attempt at an update. True when it is now set aside as dead."""
+    stmt = insert(FailedUpdate).values(
+        update_id=update_id,
+        attempts=1,
+        error=error[:4000],
+        payload=payload,
+        dead=give_up_after <= 1,
+    )
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[FailedUpdate.update_id],
+        set_={
+            "attempts": FailedUpdate.attempts + 1,
+            "error": stmt.excluded.error,
+            "last_failed_at": func.now(),
+            "dead": FailedUpdate.attempts + 1 >= give_up_after,
+        },
+    ).returning(FailedUpdate.dead)
+    return bool((await session.execute(upsert)).scalar_one())
+
+
+async def prune_processed(session: AsyncSession, *, older_than: datetime) -> int:
+    """Forget applied update ids older than Telegram ever redelivers (it gives up after a day)."""
+    result = await session.execute(
+        delete(ProcessedUpdate).where(ProcessedUpdate.processed_at < older_than)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -58,3 +59,8 @@ async def release_role(session: AsyncSession, user: User) -> None:
 
 async def user_bound_to_officer(session: AsyncSession, officer_id: int) -> User | None:
     return await session.scalar(select(User).where(User.officer_id == officer_id))
+
+
+async def set_blocked(session: AsyncSession, user: User, *, at: datetime | None) -> None:
+    user.blocked_at = at
+    await session.flush()

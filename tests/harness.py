@@ -69,7 +69,7 @@ class Chat:
         return []
 
 
-def test_settings(**overrides: Any) -> Settings:
+def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {"bot_token": SecretStr(DEFAULT_TOKEN), "default_locale": "zh"}
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -82,7 +82,7 @@ async def running_chat(
     await server.reset()
     clock = FixedClock(datetime.now(UTC))
     bot = Bot(DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(server.url)))
-    dp = build_dispatcher(test_settings(**settings), sessions, clock=clock)
+    dp = build_dispatcher(make_settings(**settings), sessions, clock=clock)
     try:
         yield Chat(server, bot, dp, clock)
     finally:

@@ -2,7 +2,7 @@
 
 from aiogram import Router
 
-from bot.handlers import common, fallback, onboarding, profile
+from bot.handlers import common, fallback, membership, onboarding, profile
 
 
 def get_routers() -> list[Router]:
@@ -12,6 +12,7 @@ def get_routers() -> list[Router]:
     fallback comes last: it answers whatever nothing else took.
     """
     return [
+        membership.build_router(),
         common.build_router(),
         onboarding.build_router(),
         profile.build_router(),

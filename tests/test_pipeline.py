@@ -1,0 +1,175 @@
+"""The update pipeline: failures set aside, one user's updates in order across processes,
+blocked users remembered, old update ids forgotten."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiogram.types import Update
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.app import build_dispatcher
+from bot.callbacks import JoinVillageCb
+from bot.handlers import common
+from bot.i18n import Translator
+from core.tokens import village_payload
+from storage.db import is_transient
+from storage.models import FailedUpdate, ProcessedUpdate, User, VillagerMembership
+from storage.updates import claim_update, prune_processed
+from tests.botapi import BotApiServer
+from tests.e2e import wait_for_lock_waiter
+from tests.factories import seed_directory
+from tests.harness import Chat, make_settings, running_chat
+
+ZH, EN = Translator("zh"), Translator("en")
+
+
+@pytest.fixture
+async def chat(
+    botapi: BotApiServer, sessions: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[Chat]:
+    async with running_chat(botapi, sessions) as chat:
+        yield chat
+
+
+async def test_failing_update_is_retried_then_set_aside(
+    chat: Chat, sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> str:
+        raise RuntimeError("handler bug")
+
+    monkeypatch.setattr(common, "help_text", broken)
+    user = chat.server.user(language_code="en")
+    update = await chat.server.send_text(user, "/help")
+    for _ in range(2):  # delivered again each time, as Telegram would
+        with pytest.raises(RuntimeError, match="handler bug"):
+            await chat.feed(update)
+    assert chat.texts(user) == []
+    await chat.feed(update)  # third time: set aside, the user is told
+    assert chat.texts(user) == [EN("error.failed")]
+    async with sessions() as s:
+        failed = await s.get(FailedUpdate, update["update_id"])
+        assert failed is not None and (failed.attempts, failed.dead) == (3, True)
+        assert "handler bug" in failed.error
+        assert failed.payload["message"]["text"] == "/help"
+        assert await s.get(ProcessedUpdate, update["update_id"]) is None
+
+    monkeypatch.undo()  # the next update of the same user is not blocked by the dead one
+    await chat.say(user, "/help")
+    assert chat.last_text(user).startswith(EN("help.intro.stranger"))
+
+
+async def test_one_users_updates_apply_in_order_across_processes(
+    chat: Chat, sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    """Two dispatchers (as two processes) share the database; the second update of a user
+    waits for the first to commit, so it sees the conversation step the first one set."""
+    async with sessions() as s, s.begin():
+        directory = await seed_directory(s)
+    other_process = build_dispatcher(make_settings(), sessions, clock=chat.clock)
+    villager = chat.server.user()
+    await chat.say(villager, "/help")
+    anchor = chat.server.last_message_to(villager).message_id
+    first = await chat.server.send_text(
+        villager, f"/start {village_payload(directory.villages[0].join_token)}"
+    )
+    join = JoinVillageCb(village_id=directory.villages[0].id, join=True).pack()
+    second = await chat.server.press(villager, anchor, join, force=True)
+
+    async with engine.connect() as blocker:
+        transaction = await blocker.begin()
+        await blocker.execute(text("LOCK TABLE users IN ACCESS EXCLUSIVE MODE"))
+        applying_first = asyncio.create_task(chat.feed(first))
+        await wait_for_lock_waiter(engine)
+        applying_second = asyncio.create_task(
+            other_process.feed_update(
+                chat.bot, Update.model_validate(second, context={"bot": chat.bot})
+            )
+        )
+        await asyncio.sleep(0.3)
+        assert not applying_first.done() and not applying_second.done()
+        await transaction.rollback()
+    await asyncio.gather(applying_first, applying_second)
+    assert chat.server.callback_answer(second)["text"] == ZH("join.joined_short")  # type: ignore[index]
+    async with sessions() as s:
+        member = await s.scalar(select(VillagerMembership.village_id))
+    assert member == directory.villages[0].id
+
+
+async def test_blocking_and_unblocking_is_remembered(
+    chat: Chat, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    user = chat.server.user()
+    await chat.say(user, "/start")
+
+    def membership(status: str, old: str) -> dict[str, object]:
+        def member(state: str) -> dict[str, object]:
+            extra = {"until_date": 0} if state == "kicked" else {}
+            return {
+                "user": {"id": 1, "is_bot": True, "first_name": "bot"},
+                "status": state,
+                **extra,
+            }
+
+        return {
+            "my_chat_member": {
+                "chat": user.chat(),
+                "from": user.to_dict(),
+                "date": 1_700_000_000,
+                "old_chat_member": member(old),
+                "new_chat_member": member(status),
+            }
+        }
+
+    await chat.feed(chat.server.inject(membership("kicked", "member")))
+    async with sessions() as s:
+        assert (await s.get(User, user.id)).blocked_at is not None  # type: ignore[union-attr]
+    await chat.feed(chat.server.inject(membership("member", "kicked")))
+    async with sessions() as s:
+        assert (await s.get(User, user.id)).blocked_at is None  # type: ignore[union-attr]
+
+
+async def test_old_update_ids_are_pruned(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions() as s, s.begin():
+        for update_id in (1, 2, 3):
+            await claim_update(s, update_id, serial_key=None)
+        await s.execute(
+            text(
+                "UPDATE processed_updates SET processed_at = now() - interval '5 days'"
+                " WHERE update_id < 3"
+            )
+        )
+    async with sessions() as s, s.begin():
+        pruned = await prune_processed(s, older_than=datetime.now(UTC) - timedelta(days=3))
+    assert pruned == 2
+    async with sessions() as s:
+        assert list(await s.scalars(select(ProcessedUpdate.update_id))) == [3]
+        assert await s.scalar(select(func.count()).select_from(ProcessedUpdate)) == 1
+
+
+class _Orig(Exception):
+    def __init__(self, sqlstate: str | None) -> None:
+        super().__init__("x")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (OperationalError("SELECT 1", {}, _Orig(None)), True),
+        (DBAPIError("SELECT 1", {}, _Orig("57P01")), True),  # admin shutdown
+        (DBAPIError("SELECT 1", {}, _Orig("08006")), True),  # connection failure
+        (DBAPIError("SELECT 1", {}, _Orig("40P01")), True),  # deadlock
+        (IntegrityError("INSERT", {}, _Orig("23505")), False),  # a bug, not the surroundings
+        (ConnectionRefusedError(), True),
+        (RuntimeError("bug"), False),
+        (KeyError("missing"), False),
+    ],
+)
+def test_transient_failures_are_told_apart(exc: BaseException, transient: bool) -> None:
+    assert is_transient(exc) is transient
