@@ -185,14 +185,14 @@ class ImportReport:
             f"officers: {self.officers}",
             f"assignments: {self.assignments}, {self.removed_assignments} removed",
         ]
-        if self.reassignments:
-            lines.append(f"officer changed on {len(self.reassignments)} village posts:")
-            for r in self.reassignments[:_SHOWN_REASSIGNMENTS]:
-                lines.append(
-                    f"  {r.village_code} {r.kind}: {r.old_badge or '-'} -> {r.new_badge or '-'}"
-                )
-            if len(self.reassignments) > _SHOWN_REASSIGNMENTS:
-                lines.append(f"  … and {len(self.reassignments) - _SHOWN_REASSIGNMENTS} more")
+        # A post filled for the first time is no news; one that had an officer is.
+        changed = [r for r in self.reassignments if r.old_badge is not None]
+        if changed:
+            lines.append(f"officer changed on {len(changed)} village posts:")
+            for r in changed[:_SHOWN_REASSIGNMENTS]:
+                lines.append(f"  {r.village_code} {r.kind}: {r.old_badge} -> {r.new_badge or '-'}")
+            if len(changed) > _SHOWN_REASSIGNMENTS:
+                lines.append(f"  … and {len(changed) - _SHOWN_REASSIGNMENTS} more")
         if not self.changed:
             lines.append("nothing changed")
         return lines

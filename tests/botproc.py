@@ -8,6 +8,10 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.botapi import BotApiServer
 
 STARTUP_TIMEOUT = 60.0  # importing aiogram alone takes seconds on a slow machine
 
@@ -59,6 +63,21 @@ class BotProcess:
             raise AssertionError(
                 f"bot did not stop within {timeout}s on SIGTERM\n{self.log()}"
             ) from None
+
+    async def ready(self, server: BotApiServer, method: str, *, since: int | None = None) -> None:
+        """Wait for the call that shows the bot is up; fail at once, with its log, if it died."""
+        assert self.proc is not None
+        call = asyncio.ensure_future(
+            server.wait_for_call(method, since=since, timeout=STARTUP_TIMEOUT)
+        )
+        exited = asyncio.ensure_future(self.proc.wait())
+        await asyncio.wait({call, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if not call.done():
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
+            raise AssertionError(f"the bot exited with {self.proc.returncode}:\n{self.log()}")
+        exited.cancel()
+        call.result()
 
     @property
     def running(self) -> bool:

@@ -18,7 +18,7 @@ from core.tokens import village_payload
 from storage import invites
 from storage.models import ProcessedUpdate, User
 from tests.botapi import BotApiServer
-from tests.botproc import STARTUP_TIMEOUT, BotProcess, free_port
+from tests.botproc import BotProcess, free_port
 from tests.e2e import (
     EN,
     ZH,
@@ -60,7 +60,7 @@ async def bot(
     async with bot_process(
         server, database_url, tmp_path_factory.mktemp("webhook"), **env
     ) as process:
-        await server.wait_for_call("setWebhook", timeout=STARTUP_TIMEOUT)
+        await process.ready(server, "setWebhook")
         yield process
 
 

@@ -161,18 +161,23 @@ async def test_villager_joins_confirms_and_shares_phone(
     assert chat.last_text(villager).startswith(
         ZH("join.joined", village="张庄村", officer="王警官")
     )
-    await chat.say(villager, "13800000000")  # text where the contact button is wanted
-    assert chat.last_text(villager) == ZH("join.phone_invalid")
+    await chat.say(villager, "/village")  # the phone number is optional: nothing holds the user
+    assert chat.last_text(villager).startswith(
+        ZH("village.info", village="张庄村", station="城关派出所", officer="王警官")[:8]
+    )
     await chat.send(await chat.server.send_contact(villager, "+8613900000000", user_id=999))
     assert chat.last_text(villager) == ZH("join.phone_not_own")
-    await chat.click(villager, ZH("join.share_phone"), phone="+8613800000000")
+    await chat.say(villager, "/village")
+    await chat.send(await chat.server.send_contact(villager, "+8613800000000"))
     assert chat.last_text(villager) == ZH("join.phone_saved")
     assert chat.keyboard_labels(villager)[0] == ZH("button.village")
 
     user = await _user(sessions, villager.id)
     assert user is not None and (user.role, user.phone) == (Role.VILLAGER, "+8613800000000")
     await chat.say(villager, "/village")
-    assert "张庄村" in chat.last_text(villager) and "王警官" in chat.last_text(villager)
+    assert chat.last_text(villager) == ZH(
+        "village.info", village="张庄村", station="城关派出所", officer="王警官"
+    )
 
 
 async def test_villager_declines_then_switches_village(
@@ -279,3 +284,19 @@ async def test_officer_rebound_by_new_invite_only(
         "help",
         "language",
     ]
+
+
+async def test_role_views_wait_for_the_flow_to_end(
+    chat: Chat, sessions: async_sessionmaker[AsyncSession], directory: Directory
+) -> None:
+    villager = chat.server.user(language_code="en")
+    await chat.say(villager, f"/start {village_payload(directory.villages[0].join_token)}")
+    await chat.click(villager, EN("join.yes"))
+    await chat.say(villager, f"/start {village_payload(directory.villages[1].join_token)}")
+    await chat.say(villager, "/village")  # mid-confirmation
+    assert chat.last_text(villager) == EN("fallback.in_flow")
+    await chat.say(villager, EN("button.village"))
+    assert chat.last_text(villager) == EN("join.use_buttons")
+    await chat.say(villager, "/cancel")
+    await chat.say(villager, EN("button.village"))
+    assert chat.last_text(villager).startswith("Your village: 张庄村")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.filters import CommandObject, CommandStart
+from aiogram.filters import CommandObject, CommandStart, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import (
@@ -17,6 +17,7 @@ from aiogram.types import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.callbacks import JoinVillageCb
+from bot.filters import HasRole
 from bot.i18n import Translator, all_labels
 from bot.menus import chat_commands, main_menu
 from bot.replies import Replies
@@ -29,7 +30,6 @@ from storage.models import User
 
 class JoinVillage(StatesGroup):
     confirm = State()
-    phone = State()
 
 
 def _welcome(
@@ -181,7 +181,8 @@ async def confirm_village(
     await villages.join_village(session, user, callback_data.village_id)
     village = await villages.current_village(session, user.id)
     assert village is not None
-    await state.set_state(JoinVillage.phone)
+    # The phone number is optional: offered with a keyboard, not a step that holds the user.
+    await state.clear()
     replies.add(callback.answer(t("join.joined_short")))
     if edit is not None:
         replies.add(edit)
@@ -207,31 +208,18 @@ def _phone_keyboard(t: Translator) -> ReplyKeyboardMarkup:
 
 
 async def phone_shared(
-    message: Message,
-    state: FSMContext,
-    session: AsyncSession,
-    user: User,
-    t: Translator,
-    replies: Replies,
+    message: Message, session: AsyncSession, user: User, t: Translator, replies: Replies
 ) -> None:
     assert message.contact is not None
     if message.contact.user_id != user.id:
         replies.add(message.answer(t("join.phone_not_own"), reply_markup=_phone_keyboard(t)))
         return
     await villages.set_phone(session, user, message.contact.phone_number[:32])
-    await state.clear()
     replies.add(message.answer(t("join.phone_saved"), reply_markup=main_menu(Role.VILLAGER, t)))
 
 
-async def phone_skipped(
-    message: Message, state: FSMContext, t: Translator, replies: Replies
-) -> None:
-    await state.clear()
+async def phone_skipped(message: Message, t: Translator, replies: Replies) -> None:
     replies.add(message.answer(t("join.phone_skipped"), reply_markup=main_menu(Role.VILLAGER, t)))
-
-
-async def phone_invalid(message: Message, t: Translator, replies: Replies) -> None:
-    replies.add(message.answer(t("join.phone_invalid"), reply_markup=_phone_keyboard(t)))
 
 
 async def confirm_invalid(message: Message, t: Translator, replies: Replies) -> None:
@@ -257,11 +245,10 @@ def build_router() -> Router:
     router = Router(name="onboarding")
     router.message.register(start_with_link, CommandStart(deep_link=True))
     router.callback_query.register(confirm_village, JoinVillage.confirm, JoinVillageCb.filter())
-    router.message.register(phone_shared, JoinVillage.phone, F.contact)
-    router.message.register(
-        phone_skipped, JoinVillage.phone, F.text.in_(all_labels("join.skip_phone"))
-    )
-    router.message.register(phone_invalid, JoinVillage.phone, ~F.text.startswith("/"))
+    villager_idle = (HasRole(Role.VILLAGER), StateFilter(None))
+    router.message.register(phone_shared, F.contact, *villager_idle)
+    skip = F.text.in_(all_labels("join.skip_phone"))
+    router.message.register(phone_skipped, skip, *villager_idle)
     router.message.register(confirm_invalid, JoinVillage.confirm, ~F.text.startswith("/"))
     router.message.register(start_plain, CommandStart())
     return router

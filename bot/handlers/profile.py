@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiogram import Bot, Router
+from aiogram.filters import StateFilter
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -65,7 +66,9 @@ async def my_scope(
 
 def build_router() -> Router:
     router = Router(name="profile")
-    router.message.register(my_village, command_or_button("village"), HasRole(Role.VILLAGER))
-    router.message.register(my_villages, command_or_button("villages"), HasRole(Role.OFFICER))
-    router.message.register(my_scope, command_or_button("scope"), HasRole(Role.SUPERVISOR))
+    # Outside a flow only: in the middle of one, the fallback says to finish or /cancel.
+    idle = StateFilter(None)
+    router.message.register(my_village, command_or_button("village"), HasRole(Role.VILLAGER), idle)
+    router.message.register(my_villages, command_or_button("villages"), HasRole(Role.OFFICER), idle)
+    router.message.register(my_scope, command_or_button("scope"), HasRole(Role.SUPERVISOR), idle)
     return router
