@@ -55,8 +55,13 @@ def _ask_get_me(settings: Settings) -> str:
     return str(answer["result"]["username"])
 
 
-def _single_use(whom: str, issued: invites.IssuedInvite) -> str:
-    return f"for {whom}; single use, expires {issued.expires_at:%Y-%m-%d %H:%M %Z}"
+def _invite_result(username: str, issued: invites.IssuedInvite, whom: str) -> dict[str, Any]:
+    return {
+        "link": _link(username, issued.payload),
+        "payload": issued.payload,
+        "expires_at": issued.expires_at.isoformat(),
+        "notes": [f"for {whom}; single use, expires {issued.expires_at:%Y-%m-%d %H:%M %Z}"],
+    }
 
 
 def _link(username: str, payload: str) -> str:
@@ -75,12 +80,7 @@ async def officer_invite(db: Database, settings: Settings, badge: str) -> dict[s
             )
         except invites.NotFoundError as exc:
             raise CommandError(str(exc)) from None
-    return {
-        "link": _link(username, issued.payload),
-        "payload": issued.payload,
-        "expires_at": issued.expires_at.isoformat(),
-        "notes": [_single_use(f"officer {officer.name} ({officer.badge})", issued)],
-    }
+    return _invite_result(username, issued, f"officer {officer.name} ({officer.badge})")
 
 
 async def supervisor_invite(
@@ -100,12 +100,7 @@ async def supervisor_invite(
         except invites.NotFoundError as exc:
             raise CommandError(str(exc)) from None
     scope = "the whole county" if county else ", ".join(f"{s.name} ({s.code})" for s in found)
-    return {
-        "link": _link(username, issued.payload),
-        "payload": issued.payload,
-        "expires_at": issued.expires_at.isoformat(),
-        "notes": [_single_use(f"a supervisor of {scope}", issued)],
-    }
+    return _invite_result(username, issued, f"a supervisor of {scope}")
 
 
 async def village_link(db: Database, settings: Settings, code: str) -> dict[str, Any]:

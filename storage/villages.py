@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.roles import Role
@@ -45,26 +45,25 @@ def _view(village: Village, station: Station, **extra: str | None) -> VillageVie
     )
 
 
-async def village_by_token(session: AsyncSession, token: str) -> VillageView | None:
+async def _village_where(
+    session: AsyncSession, condition: ColumnElement[bool]
+) -> VillageView | None:
     row = (
         await session.execute(
             select(Village, Station)
             .join(Station, Village.station_id == Station.id)
-            .where(Village.join_token == token)
+            .where(condition)
         )
     ).first()
     return None if row is None else _view(*row)
+
+
+async def village_by_token(session: AsyncSession, token: str) -> VillageView | None:
+    return await _village_where(session, Village.join_token == token)
 
 
 async def village_by_code(session: AsyncSession, code: str) -> VillageView | None:
-    row = (
-        await session.execute(
-            select(Village, Station)
-            .join(Station, Village.station_id == Station.id)
-            .where(Village.code == code)
-        )
-    ).first()
-    return None if row is None else _view(*row)
+    return await _village_where(session, Village.code == code)
 
 
 async def current_village(session: AsyncSession, user_id: int) -> VillageView | None:

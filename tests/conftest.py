@@ -23,6 +23,8 @@ from storage.models import Base
 
 if TYPE_CHECKING:
     from tests.botapi import BotApiServer
+    from tests.factories import Directory
+    from tests.harness import Chat
 
 
 def _with_database(url: str, name: str) -> str:
@@ -106,3 +108,32 @@ async def botapi() -> AsyncIterator[BotApiServer]:
     await server.start()
     yield server
     await server.stop()
+
+
+@pytest.fixture(scope="module")
+async def server() -> AsyncIterator[BotApiServer]:
+    """A Bot API test server of the module's own, for a bot process that outlives one test."""
+    from tests.botapi import BotApiServer
+
+    async with BotApiServer(bot_username="village_beat_bot") as server:
+        yield server
+
+
+@pytest.fixture
+async def chat(
+    botapi: BotApiServer, sessions: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[Chat]:
+    """The real Dispatcher in this process, its Bot talking HTTP to the test server."""
+    from tests.harness import running_chat
+
+    async with running_chat(botapi, sessions) as chat:
+        yield chat
+
+
+@pytest.fixture
+async def directory(sessions: async_sessionmaker[AsyncSession]) -> Directory:
+    """Two stations, three villages, two officers (see tests.factories)."""
+    from tests.factories import seed_directory
+
+    async with sessions() as s, s.begin():
+        return await seed_directory(s)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,12 +10,6 @@ from tests.botapi import BotApiServer
 from tests.e2e import EN, bot_process, say
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="module")
-async def server() -> AsyncIterator[BotApiServer]:
-    async with BotApiServer(bot_username="village_beat_bot") as server:
-        yield server
 
 
 async def test_run_on_embedded_database_and_stop_it(server: BotApiServer, tmp_path: Path) -> None:

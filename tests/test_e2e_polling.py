@@ -28,15 +28,9 @@ from tests.e2e import (
     say,
     wait_for_lock_waiter,
 )
-from tests.factories import Directory, seed_directory
+from tests.factories import Directory
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="module")
-async def server() -> AsyncIterator[BotApiServer]:
-    async with BotApiServer(bot_username="village_beat_bot") as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +41,6 @@ async def bot(
         # getUpdates is recorded only when its long poll ends; deleteWebhook comes just before.
         await process.ready(server, "deleteWebhook")
         yield process
-
-
-@pytest.fixture
-async def directory(sessions: async_sessionmaker[AsyncSession]) -> Directory:
-    async with sessions() as s, s.begin():
-        return await seed_directory(s)
 
 
 async def _invite(sessions: async_sessionmaker[AsyncSession], **kw: object) -> str:

@@ -30,16 +30,10 @@ from tests.e2e import (
     say,
     wait_for_lock_waiter,
 )
-from tests.factories import Directory, seed_directory
+from tests.factories import Directory
 
 pytestmark = pytest.mark.timeout(180)
 SECRET = "e2e-secret_0123456789"
-
-
-@pytest.fixture(scope="module")
-async def server() -> AsyncIterator[BotApiServer]:
-    async with BotApiServer(bot_username="village_beat_bot", webhook_retry_delay=0.2) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +56,6 @@ async def bot(
     ) as process:
         await process.ready(server, "setWebhook")
         yield process
-
-
-@pytest.fixture
-async def directory(sessions: async_sessionmaker[AsyncSession]) -> Directory:
-    async with sessions() as s, s.begin():
-        return await seed_directory(s)
 
 
 async def test_webhook_registered_with_secret(

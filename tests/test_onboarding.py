@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -15,26 +13,11 @@ from core.roles import Role
 from core.tokens import village_payload
 from storage import invites
 from storage.models import User, VillagerMembership
-from tests.botapi import BotApiServer
-from tests.factories import Directory, seed_directory
-from tests.harness import Chat, running_chat
+from tests.factories import Directory
+from tests.harness import Chat
 
 ZH, EN = Translator("zh"), Translator("en")
 WEEK = timedelta(days=7)
-
-
-@pytest.fixture
-async def chat(
-    botapi: BotApiServer, sessions: async_sessionmaker[AsyncSession]
-) -> AsyncIterator[Chat]:
-    async with running_chat(botapi, sessions) as chat:
-        yield chat
-
-
-@pytest.fixture
-async def directory(sessions: async_sessionmaker[AsyncSession]) -> Directory:
-    async with sessions() as s, s.begin():
-        return await seed_directory(s)
 
 
 async def _officer_invite(

@@ -4,7 +4,6 @@ blocked users remembered, old update ids forgotten."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,20 +20,11 @@ from core.tokens import village_payload
 from storage.db import is_transient
 from storage.models import FailedUpdate, ProcessedUpdate, User, VillagerMembership
 from storage.updates import claim_update, prune_processed
-from tests.botapi import BotApiServer
 from tests.e2e import wait_for_lock_waiter
 from tests.factories import seed_directory
-from tests.harness import Chat, make_settings, running_chat
+from tests.harness import Chat, make_settings
 
 ZH, EN = Translator("zh"), Translator("en")
-
-
-@pytest.fixture
-async def chat(
-    botapi: BotApiServer, sessions: async_sessionmaker[AsyncSession]
-) -> AsyncIterator[Chat]:
-    async with running_chat(botapi, sessions) as chat:
-        yield chat
 
 
 async def test_failing_update_is_retried_then_set_aside(
