@@ -43,6 +43,16 @@ class Settings(BaseSettings):
     webhook_port: int = Field(default=8080, ge=1, le=65535)
     bot_username: str | None = None
     invite_ttl_days: int = Field(default=7, ge=1, le=365)
+    # Field reports (issue 3).
+    quota_profile: Literal["xi", "changde"] = "xi"
+    visit_backdate_days: int = Field(default=7, ge=0, le=62)
+    location_radius_m: int = Field(default=2000, ge=50, le=100_000)
+    hazard_reinspection_days: int = Field(default=7, ge=1, le=365)
+    departments: str = (
+        "civil_affairs,natural_resources,labour,health,emergency_management,"
+        "township_government,housing_construction,water_resources,market_regulation,"
+        "transport,education,power_supply,other"
+    )
     log_level: str = "INFO"
 
     @field_validator("bot_token", "webhook_secret", "bot_username", mode="before")

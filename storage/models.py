@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Double,
     ForeignKey,
@@ -16,6 +18,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -230,6 +233,152 @@ class FailedUpdate(Base):
         DateTime(timezone=True), server_default=func.now()
     )
     last_failed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class QuotaOverride(Base):
+    """A station's or a village's quota where it differs from the county's profile."""
+
+    __tablename__ = "quota_overrides"
+    __table_args__ = (
+        CheckConstraint("(station_id IS NULL) <> (village_id IS NULL)", name="one_scope"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    station_id: Mapped[int | None] = mapped_column(ForeignKey("stations.id"), unique=True)
+    village_id: Mapped[int | None] = mapped_column(ForeignKey("villages.id"), unique=True)
+    profile: Mapped[str | None] = mapped_column(String(32))
+    visit_days: Mapped[int | None] = mapped_column(Integer)
+    households: Mapped[int | None] = mapped_column(Integer)
+    patrols: Mapped[int | None] = mapped_column(Integer)
+    problems_solved: Mapped[int | None] = mapped_column(Integer)
+
+
+class VisitReport(Base):
+    """One officer's day in one village. `draft_id` makes a double Submit store it once."""
+
+    __tablename__ = "visit_reports"
+    __table_args__ = (
+        Index("ix_visit_reports_officer_date", "officer_id", "visit_date"),
+        Index("ix_visit_reports_village_date", "village_id", "visit_date"),
+        CheckConstraint("hours > 0 AND hours <= 24", name="hours"),
+        CheckConstraint("households >= 0", name="households"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    draft_id: Mapped[str] = mapped_column(String(32), unique=True)
+    officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"))
+    village_id: Mapped[int] = mapped_column(ForeignKey("villages.id"))
+    visit_date: Mapped[date] = mapped_column(Date)
+    hours: Mapped[Decimal] = mapped_column(Numeric(4, 1))
+    households: Mapped[int] = mapped_column(Integer)
+    latitude: Mapped[float | None] = mapped_column(Double)
+    longitude: Mapped[float | None] = mapped_column(Double)
+    distance_m: Mapped[int | None] = mapped_column(Integer)
+    # Filed from farther than the configured radius from the village centre.
+    far_from_village: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    notes: Mapped[str | None] = mapped_column(Text)
+    submitted_by: Mapped[int] = mapped_column(BigInteger)
+    submitted_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class VisitActivity(Base):
+    __tablename__ = "visit_activities"
+
+    report_id: Mapped[int] = mapped_column(
+        ForeignKey("visit_reports.id", ondelete="CASCADE"), primary_key=True
+    )
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+
+
+class Hazard(Base):
+    __tablename__ = "hazards"
+    __table_args__ = (
+        Index("ix_hazards_village_status", "village_id", "status"),
+        Index("ix_hazards_officer_status", "officer_id", "status"),
+        CheckConstraint("status IN ('open', 'rectified', 'handed_over')", name="status"),
+        CheckConstraint("severity IN ('low', 'medium', 'high')", name="severity"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    draft_id: Mapped[str] = mapped_column(String(32), unique=True)
+    officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"))
+    village_id: Mapped[int] = mapped_column(ForeignKey("villages.id"))
+    category: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(Text)
+    latitude: Mapped[float | None] = mapped_column(Double)
+    longitude: Mapped[float | None] = mapped_column(Double)
+    distance_m: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), server_default="open")
+    reported_by: Mapped[int] = mapped_column(BigInteger)
+    reported_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    # Re-inspection due date; set for high severity.
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # 'rectified' with an after photo, or the department it was handed to.
+    closed_how: Mapped[str | None] = mapped_column(String(64))
+    closing_note: Mapped[str | None] = mapped_column(Text)
+
+
+class Photo(Base):
+    """A photo kept as Telegram ids, downloaded in the background into DATA_DIR/media."""
+
+    __tablename__ = "photos"
+    __table_args__ = (
+        CheckConstraint(
+            "(visit_report_id IS NOT NULL)::int + (hazard_id IS NOT NULL)::int = 1",
+            name="one_owner",
+        ),
+        CheckConstraint("role IN ('evidence', 'after')", name="role"),
+        Index("ix_photos_pending", "next_attempt_at", postgresql_where=text("sha256 IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    visit_report_id: Mapped[int | None] = mapped_column(
+        ForeignKey("visit_reports.id", ondelete="CASCADE"), index=True
+    )
+    hazard_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hazards.id", ondelete="CASCADE"), index=True
+    )
+    # 'after' is the photo proving a hazard was rectified.
+    role: Mapped[str] = mapped_column(String(16), server_default="evidence")
+    position: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    file_id: Mapped[str] = mapped_column(String(256))
+    file_unique_id: Mapped[str] = mapped_column(String(64), index=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    path: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int | None] = mapped_column(Integer)
+    # The same picture (same file_unique_id or same bytes) was used in another report.
+    reused: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    downloaded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Absence(Base):
+    """A village day that could not happen, reported with a reason; not a visit."""
+
+    __tablename__ = "absences"
+    __table_args__ = (Index("ix_absences_officer_day", "officer_id", "day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    draft_id: Mapped[str] = mapped_column(String(32), unique=True)
+    officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"))
+    village_id: Mapped[int] = mapped_column(ForeignKey("villages.id"))
+    day: Mapped[date] = mapped_column(Date)
+    reason: Mapped[str] = mapped_column(Text)
+    reported_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
 
