@@ -8,6 +8,7 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ChatType
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.flows.kit import AlbumAcks
 from bot.handlers import get_routers
 from bot.middlewares import UpdateTransaction, UserContext
 from bot.settings import DEFAULT_API_URL, Settings
@@ -31,7 +32,9 @@ def build_dispatcher(
     storage = PostgresStorage(sessions)
     # The FSM middleware is registered by hand so that it runs inside the update's
     # transaction (see bot.middlewares.UpdateTransaction).
-    dp = Dispatcher(storage=storage, disable_fsm=True, settings=settings, clock=clock)
+    dp = Dispatcher(
+        storage=storage, disable_fsm=True, settings=settings, clock=clock, albums=AlbumAcks()
+    )
     dp.update.outer_middleware(
         UpdateTransaction(sessions, storage, default_locale=settings.default_locale)
     )

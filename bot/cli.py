@@ -83,6 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("village_code", metavar="VILLAGE_CODE")
     link.add_argument("--json", action="store_true", help="print the link as JSON")
     link.set_defaults(handler=_village_link)
+
+    export = commands.add_parser(
+        "export",
+        help="a month of visit reports or hazards as CSV or XLSX",
+        description="CSV is UTF-8 with a BOM; XLSX has real dates and numbers. Times are in "
+        "the county's time zone (TIMEZONE). The file is replaced only by a complete export.",
+    )
+    export.add_argument("kind", choices=["visits", "hazards"], help="what to export")
+    export.add_argument("--month", required=True, metavar="YYYY-MM", help="the calendar month")
+    export.add_argument("--station", metavar="CODE", help="only this station's villages")
+    export.add_argument("--format", required=True, choices=["csv", "xlsx"], help="file format")
+    export.add_argument("--out", required=True, type=Path, metavar="FILE", help="file to write")
+    export.set_defaults(handler=_export)
     return parser
 
 
@@ -194,6 +207,12 @@ def _village_link(args: argparse.Namespace) -> None:
         _with_database(lambda db, settings: village_link(db, settings, args.village_code)),
         args.json,
     )
+
+
+def _export(args: argparse.Namespace) -> None:
+    from bot.cli_export import run_export
+
+    run_export(args)
 
 
 def _print_link(result: dict[str, Any], as_json: bool) -> None:

@@ -22,13 +22,13 @@ from core.roles import Role
 COMMANDS: dict[Role, tuple[str, ...]] = {
     Role.STRANGER: ("start", "help", "language"),
     Role.VILLAGER: ("village", "help", "language", "cancel"),
-    Role.OFFICER: ("villages", "help", "language", "cancel"),
+    Role.OFFICER: ("visit", "villages", "help", "language", "cancel"),
     Role.SUPERVISOR: ("scope", "help", "language", "cancel"),
 }
 MENU_ROWS: dict[Role, tuple[tuple[str, ...], ...]] = {
     Role.STRANGER: (("help", "language"),),
     Role.VILLAGER: (("village",), ("help", "language")),
-    Role.OFFICER: (("villages",), ("help", "language")),
+    Role.OFFICER: (("visit",), ("villages",), ("help", "language")),
     Role.SUPERVISOR: (("scope",), ("help", "language")),
 }
 

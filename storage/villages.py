@@ -163,3 +163,17 @@ async def leave_current_village(session: AsyncSession, user_id: int) -> None:
         .where(VillagerMembership.user_id == user_id, VillagerMembership.left_at.is_(None))
         .values(left_at=func.now())
     )
+
+
+async def assigned_village(
+    session: AsyncSession, *, officer_id: int, village_id: int
+) -> tuple[str, float | None, float | None] | None:
+    """(name, centre latitude, centre longitude) when the officer is assigned to the village."""
+    row = (
+        await session.execute(
+            select(Village.name, Village.latitude, Village.longitude)
+            .join(Assignment, Assignment.village_id == Village.id)
+            .where(Assignment.officer_id == officer_id, Village.id == village_id)
+        )
+    ).first()
+    return None if row is None else (row[0], row[1], row[2])

@@ -57,12 +57,13 @@ async def test_officer_joins_with_invite(
     text = chat.last_text(officer)
     assert "王警官" in text and "012345" in text and "张庄村" in text and "李庄村" in text
     assert chat.keyboard_labels(officer) == [
+        ZH("button.visit"),
         ZH("button.villages"),
         ZH("button.help"),
         ZH("button.language"),
     ]
     commands = [c["command"] for c in chat.server.visible_commands(officer)]
-    assert commands == ["villages", "help", "language", "cancel"]
+    assert commands == ["visit", "villages", "help", "language", "cancel"]
     user = await _user(sessions, officer.id)
     assert user is not None and user.role == Role.OFFICER
     assert user.officer_id == directory.officers[0].id
@@ -230,8 +231,8 @@ async def test_language_switch_changes_texts_menu_and_commands(
     await chat.say(officer, ZH("button.language"))
     await chat.click(officer, "English")
     assert chat.last_text(officer) == EN("language.set")
-    assert chat.keyboard_labels(officer)[0] == EN("button.villages")
-    assert chat.server.visible_commands(officer)[0]["description"] == EN("cmd.villages")
+    assert chat.keyboard_labels(officer)[0] == EN("button.visit")
+    assert chat.server.visible_commands(officer)[0]["description"] == EN("cmd.visit")
     await chat.say(officer, "/help")
     assert chat.last_text(officer).startswith(EN("help.intro.officer"))
     await chat.say(officer, "/language")

@@ -2,6 +2,7 @@
 
 from aiogram import Router
 
+from bot.flows import visit
 from bot.handlers import common, fallback, membership, onboarding, profile
 
 
@@ -16,5 +17,6 @@ def get_routers() -> list[Router]:
         common.build_router(),
         onboarding.build_router(),
         profile.build_router(),
+        visit.build_router(),
         fallback.build_router(),
     ]

@@ -1,0 +1,153 @@
+"""Pieces every guided conversation uses: drafts, step headers, stale-button checks, and the
+steps the visit, hazard and absence flows share (village, location, photos)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiogram.filters.callback_data import CallbackData
+from aiogram.fsm.context import FSMContext
+from aiogram.methods import EditMessageText
+from aiogram.types import (
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    Message,
+    ReplyKeyboardMarkup,
+)
+
+from bot.i18n import Translator
+from bot.replies import Replies
+
+MAX_PHOTOS = 10
+
+
+class FlowCb(CallbackData, prefix="f"):
+    """A button of a flow. `draft` ties it to one conversation: buttons of an older draft,
+    or of a step already left, are recognised as stale."""
+
+    flow: str
+    draft: str
+    action: str
+    value: str = ""
+
+
+def new_draft_id() -> str:
+    return secrets.token_hex(8)
+
+
+def header(t: Translator, step: int, total: int) -> str:
+    return t("flow.step", step=step, total=total)
+
+
+def button(t: Translator, label: str, cb: FlowCb) -> InlineKeyboardButton:
+    return InlineKeyboardButton(text=label, callback_data=cb.pack())
+
+
+def inline(rows: Sequence[Sequence[InlineKeyboardButton]]) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[list(r) for r in rows if r])
+
+
+def chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+async def live_draft(
+    callback: CallbackQuery,
+    callback_data: FlowCb,
+    state: FSMContext,
+    t: Translator,
+    replies: Replies,
+) -> dict[str, Any] | None:
+    """The conversation's data when the button belongs to it; else say so and return None."""
+    data = await state.get_data()
+    if data.get("draft") != callback_data.draft:
+        replies.add(callback.answer(t("callback.stale"), show_alert=True))
+        return None
+    return data
+
+
+def location_keyboard(t: Translator) -> ReplyKeyboardMarkup:
+    return ReplyKeyboardMarkup(
+        keyboard=[
+            [KeyboardButton(text=t("flow.send_location"), request_location=True)],
+            [KeyboardButton(text=t("flow.skip")), KeyboardButton(text=t("flow.cancel"))],
+        ],
+        resize_keyboard=True,
+        is_persistent=True,
+    )
+
+
+def skip_keyboard(t: Translator) -> ReplyKeyboardMarkup:
+    return ReplyKeyboardMarkup(
+        keyboard=[[KeyboardButton(text=t("flow.skip")), KeyboardButton(text=t("flow.cancel"))]],
+        resize_keyboard=True,
+        is_persistent=True,
+    )
+
+
+def photos_keyboard(t: Translator, *, optional: bool) -> ReplyKeyboardMarkup:
+    row = [KeyboardButton(text=t("flow.photos_done"))]
+    if optional:
+        row.append(KeyboardButton(text=t("flow.no_photos")))
+    return ReplyKeyboardMarkup(
+        keyboard=[row, [KeyboardButton(text=t("flow.cancel"))]],
+        resize_keyboard=True,
+        is_persistent=True,
+    )
+
+
+def photo_ids(message: Message) -> tuple[str, str]:
+    """The largest size of a photo message: (file_id, file_unique_id)."""
+    assert message.photo
+    largest = max(message.photo, key=lambda p: (p.width * p.height, p.file_size or 0))
+    return largest.file_id, largest.file_unique_id
+
+
+class AlbumAcks:
+    """Which message acknowledged an album, so that its further photos edit that message
+    instead of each getting an answer. In memory: an album's photos arrive together."""
+
+    def __init__(self, keep: int = 1000) -> None:
+        self._acks: dict[tuple[int, str], int] = {}
+        self._keep = keep
+
+    def get(self, chat_id: int, group: str) -> int | None:
+        return self._acks.get((chat_id, group))
+
+    def remember(self, chat_id: int, group: str) -> Callable[[Any], None]:
+        def store(sent: Any) -> None:
+            if len(self._acks) >= self._keep:
+                self._acks.pop(next(iter(self._acks)))
+            self._acks[(chat_id, group)] = int(sent.message_id)
+
+        return store
+
+
+async def add_photo(
+    message: Message, state: FSMContext, t: Translator, replies: Replies, albums: AlbumAcks
+) -> None:
+    """Keep a photo in the draft, answering once per album (see AlbumAcks)."""
+    data = await state.get_data()
+    photos: list[list[str]] = data.get("photos", [])
+    if len(photos) >= MAX_PHOTOS:
+        replies.add(message.answer(t("flow.photos_full", limit=MAX_PHOTOS)))
+        return
+    file_id, unique_id = photo_ids(message)
+    if any(p[1] == unique_id for p in photos):
+        replies.add(message.answer(t("flow.photo_duplicate")))
+        return
+    photos.append([file_id, unique_id])
+    await state.update_data(photos=photos)
+    text = t("flow.photos_received", count=len(photos), limit=MAX_PHOTOS)
+    group = message.media_group_id
+    ack = albums.get(message.chat.id, group) if group else None
+    if ack is not None:
+        replies.add(EditMessageText(chat_id=message.chat.id, message_id=ack, text=text))
+    elif group is not None:
+        replies.add_then(message.answer(text), albums.remember(message.chat.id, group))
+    else:
+        replies.add(message.answer(text))

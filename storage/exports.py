@@ -1,0 +1,338 @@
+"""Monthly exports for the county office: one query per export, written as CSV or XLSX.
+
+Rows are tuples of plain values in the order of the export's columns: `int`, `float`,
+`Decimal`, `str`, `date`, `datetime` (aware, in the county's time zone) or `None`. The
+writers decide how each type looks in a CSV cell or an Excel cell, so a later digest can
+attach the very same spreadsheet."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import secrets
+import unicodedata
+import zoneinfo
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from sqlalchemy import ColumnElement, String, cast, func, literal, literal_column, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.activities import ORDER
+from storage.models import Hazard, Officer, Photo, Station, Village, VisitActivity, VisitReport
+
+VISIT_COLUMNS = (
+    "report_id",
+    "officer_badge",
+    "officer_name",
+    "village_code",
+    "village_name",
+    "visit_date",
+    "hours",
+    "households",
+    "activities",
+    "latitude",
+    "longitude",
+    "distance_m",
+    "photos",
+    "notes",
+    "submitted_at",
+)
+
+HAZARD_COLUMNS = (
+    "hazard_id",
+    "village_code",
+    "village_name",
+    "officer_badge",
+    "category",
+    "severity",
+    "status",
+    "description",
+    "latitude",
+    "longitude",
+    "photos",
+    "reported_at",
+    "due_at",
+    "closed_at",
+    "closed_how",
+)
+
+# The activity list in the specification's order; `activities` cells follow it.
+ACTIVITY_ORDER = tuple(a.value for a in ORDER)
+
+Row = tuple[Any, ...]
+Format = Literal["csv", "xlsx"]
+
+
+class UnknownStationError(LookupError):
+    """The `--station` code names no station."""
+
+
+def month_start(month: date) -> date:
+    return month.replace(day=1)
+
+
+def next_month(month: date) -> date:
+    start = month_start(month)
+    return date(start.year + start.month // 12, start.month % 12 + 1, 1)
+
+
+async def _check_station(session: AsyncSession, station_code: str | None) -> None:
+    if station_code is None:
+        return
+    found = await session.scalar(select(Station.id).where(Station.code == station_code))
+    if found is None:
+        raise UnknownStationError(f"no station with code {station_code!r}")
+
+
+def _in_station(station_code: str | None) -> list[ColumnElement[bool]]:
+    if station_code is None:
+        return []
+    station = select(Station.id).where(Station.code == station_code).scalar_subquery()
+    return [Village.station_id == station]
+
+
+def _local(value: datetime | None, tz: zoneinfo.ZoneInfo) -> datetime | None:
+    return None if value is None else value.astimezone(tz).replace(microsecond=0)
+
+
+_ACTIVITY_POSITION: ColumnElement[Any] = literal_column(
+    "ARRAY[" + ", ".join(f"'{code}'" for code in ACTIVITY_ORDER) + "]::text[]"
+)
+
+
+async def visit_rows(
+    session: AsyncSession, *, month: date, station_code: str | None, tz: str
+) -> list[Row]:
+    """The month's visit reports (by `visit_date`), in VISIT_COLUMNS order, by date then id."""
+    await _check_station(session, station_code)
+    zone = zoneinfo.ZoneInfo(tz)
+    activities = (
+        select(
+            func.string_agg(
+                VisitActivity.code + ":" + cast(VisitActivity.count, String),
+                aggregate_order_by(
+                    literal(";"),
+                    func.array_position(_ACTIVITY_POSITION, VisitActivity.code),
+                    VisitActivity.code,
+                ),
+            )
+        )
+        .where(VisitActivity.report_id == VisitReport.id)
+        .scalar_subquery()
+    )
+    photos = (
+        select(func.count())
+        .select_from(Photo)
+        .where(Photo.visit_report_id == VisitReport.id)
+        .scalar_subquery()
+    )
+    query = (
+        select(
+            VisitReport.id,
+            Officer.badge,
+            Officer.name,
+            Village.code,
+            Village.name,
+            VisitReport.visit_date,
+            VisitReport.hours,
+            VisitReport.households,
+            activities,
+            VisitReport.latitude,
+            VisitReport.longitude,
+            VisitReport.distance_m,
+            photos,
+            VisitReport.notes,
+            VisitReport.submitted_at,
+        )
+        .join(Officer, Officer.id == VisitReport.officer_id)
+        .join(Village, Village.id == VisitReport.village_id)
+        .where(
+            VisitReport.visit_date >= month_start(month),
+            VisitReport.visit_date < next_month(month),
+            *_in_station(station_code),
+        )
+        .order_by(VisitReport.visit_date, VisitReport.id)
+    )
+    raw: list[Row] = [tuple(row) for row in await session.execute(query)]
+    return [(*row[:-1], _local(row[-1], zone)) for row in raw]
+
+
+async def hazard_rows(
+    session: AsyncSession, *, month: date, station_code: str | None, tz: str
+) -> list[Row]:
+    """The month's hazards (by `reported_at` in the county's time zone), in HAZARD_COLUMNS
+    order, by report time then id. `photos` counts the evidence photos, not the after ones."""
+    await _check_station(session, station_code)
+    zone = zoneinfo.ZoneInfo(tz)
+    start = datetime.combine(month_start(month), datetime.min.time(), zone)
+    end = datetime.combine(next_month(month), datetime.min.time(), zone)
+    photos = (
+        select(func.count())
+        .select_from(Photo)
+        .where(Photo.hazard_id == Hazard.id, Photo.role == "evidence")
+        .scalar_subquery()
+    )
+    query = (
+        select(
+            Hazard.id,
+            Village.code,
+            Village.name,
+            Officer.badge,
+            Hazard.category,
+            Hazard.severity,
+            Hazard.status,
+            Hazard.description,
+            Hazard.latitude,
+            Hazard.longitude,
+            photos,
+            Hazard.reported_at,
+            Hazard.due_at,
+            Hazard.closed_at,
+            Hazard.closed_how,
+        )
+        .join(Officer, Officer.id == Hazard.officer_id)
+        .join(Village, Village.id == Hazard.village_id)
+        .where(Hazard.reported_at >= start, Hazard.reported_at < end, *_in_station(station_code))
+        .order_by(Hazard.reported_at, Hazard.id)
+    )
+    raw: list[Row] = [tuple(row) for row in await session.execute(query)]
+    return [(*row[:11], *(_local(stamp, zone) for stamp in row[11:14]), row[14]) for row in raw]
+
+
+# --- writers ---------------------------------------------------------------------------
+
+
+def csv_cell(value: Any) -> str:
+    """A value as text: ISO-8601 dates and times (with the UTC offset), '' for NULL."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def write_csv(out: IO[bytes], columns: Sequence[str], rows: Sequence[Row]) -> None:
+    """UTF-8 with a BOM (so that Excel on Chinese Windows shows Chinese), CRLF line ends."""
+    text = io.TextIOWrapper(out, encoding="utf-8-sig", newline="", write_through=True)
+    try:
+        writer = csv.writer(text)
+        writer.writerow(columns)
+        writer.writerows([csv_cell(value) for value in row] for row in rows)
+        text.flush()
+    finally:
+        text.detach()
+
+
+DATE_FORMAT = "yyyy-mm-dd"
+DATETIME_FORMAT = "yyyy-mm-dd hh:mm"
+DECIMAL_FORMAT = "0.0"
+_MIN_WIDTH, _MAX_WIDTH = 6, 60
+
+
+def _display_width(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, datetime):
+        return 16
+    if isinstance(value, date):
+        return 10
+    text = str(value)
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _column_widths(columns: Sequence[str], rows: Sequence[Row]) -> list[float]:
+    widths = [len(name) + 4 for name in columns]  # room for the filter button
+    for row in rows:
+        for i, value in enumerate(row):
+            widths[i] = max(widths[i], _display_width(value) + 2)
+    return [min(max(width, _MIN_WIDTH), _MAX_WIDTH) for width in widths]
+
+
+def write_xlsx(
+    out: IO[bytes], columns: Sequence[str], rows: Sequence[Row], *, title: str = "export"
+) -> None:
+    """One sheet: a bold, frozen header with an auto-filter; dates and times as Excel dates
+    (local time, no zone), numbers as numbers, text always as text (never a formula)."""
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet(title=title[:31])
+    # Column widths, panes and the filter range must be known before the first row.
+    for i, width in enumerate(_column_widths(columns, rows), start=1):
+        sheet.column_dimensions[get_column_letter(i)].width = width
+    sheet.freeze_panes = "A2"
+    sheet.auto_filter.ref = f"A1:{get_column_letter(len(columns))}{len(rows) + 1}"
+
+    bold = Font(bold=True)
+
+    def header(name: str) -> Any:
+        cell = WriteOnlyCell(sheet, value=name)
+        cell.font = bold
+        return cell
+
+    def cell(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            text = WriteOnlyCell(sheet, value=ILLEGAL_CHARACTERS_RE.sub("", value))
+            text.data_type = "s"  # '=…' stays text: no formula injection
+            return text
+        if isinstance(value, datetime):
+            stamp = WriteOnlyCell(sheet, value=value.replace(tzinfo=None))
+            stamp.number_format = DATETIME_FORMAT
+            return stamp
+        if isinstance(value, date):
+            day = WriteOnlyCell(sheet, value=value)
+            day.number_format = DATE_FORMAT
+            return day
+        if isinstance(value, Decimal):
+            number = WriteOnlyCell(sheet, value=float(value))
+            number.number_format = DECIMAL_FORMAT
+            return number
+        return value
+
+    sheet.append([header(name) for name in columns])
+    for row in rows:
+        sheet.append([cell(value) for value in row])
+    workbook.save(out)
+
+
+def write_file(
+    path: Path,
+    fmt: Format,
+    columns: Sequence[str],
+    rows: Sequence[Row],
+    *,
+    title: str = "export",
+) -> None:
+    """Write to a temporary file beside `path`, then rename it: a failed export leaves
+    no half-written file, and an existing file is replaced only by a complete one."""
+    writers: dict[str, Callable[[IO[bytes]], None]] = {
+        "csv": lambda out: write_csv(out, columns, rows),
+        "xlsx": lambda out: write_xlsx(out, columns, rows, title=title),
+    }
+    write = writers[fmt]
+    temp = path.with_name(f".{path.name[:200]}.{secrets.token_hex(4)}.tmp")
+    # O_EXCL with mode 0666: the umask applies, as for any new file (mkstemp would give 0600).
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
