@@ -25,8 +25,16 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 @functools.cache
 def catalogue(locale: str) -> dict[str, str]:
-    with (LOCALE_DIR / f"{locale}.toml").open("rb") as fh:
-        return _flatten(tomllib.load(fh))
+    """All of a language's files (`locales/<locale>/*.toml`, one per feature), merged."""
+    merged: dict[str, str] = {}
+    for path in sorted((LOCALE_DIR / locale).glob("*.toml")):
+        with path.open("rb") as fh:
+            entries = _flatten(tomllib.load(fh))
+        clash = sorted(merged.keys() & entries.keys())
+        if clash:
+            raise ValueError(f"{path.name} repeats catalogue keys: {', '.join(clash)}")
+        merged.update(entries)
+    return merged
 
 
 def pick_locale(chosen: str | None, language_code: str | None, default: str) -> str:

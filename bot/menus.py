@@ -22,13 +22,28 @@ from core.roles import Role
 COMMANDS: dict[Role, tuple[str, ...]] = {
     Role.STRANGER: ("start", "help", "language"),
     Role.VILLAGER: ("village", "help", "language", "cancel"),
-    Role.OFFICER: ("visit", "villages", "help", "language", "cancel"),
+    Role.OFFICER: (
+        "visit",
+        "hazard",
+        "me",
+        "hazards",
+        "absence",
+        "villages",
+        "help",
+        "language",
+        "cancel",
+    ),
     Role.SUPERVISOR: ("scope", "help", "language", "cancel"),
 }
 MENU_ROWS: dict[Role, tuple[tuple[str, ...], ...]] = {
     Role.STRANGER: (("help", "language"),),
     Role.VILLAGER: (("village",), ("help", "language")),
-    Role.OFFICER: (("visit",), ("villages",), ("help", "language")),
+    Role.OFFICER: (
+        ("visit", "hazard"),
+        ("me", "hazards"),
+        ("absence", "villages"),
+        ("help", "language"),
+    ),
     Role.SUPERVISOR: (("scope",), ("help", "language")),
 }
 

@@ -57,13 +57,21 @@ async def test_officer_joins_with_invite(
     text = chat.last_text(officer)
     assert "王警官" in text and "012345" in text and "张庄村" in text and "李庄村" in text
     assert chat.keyboard_labels(officer) == [
-        ZH("button.visit"),
-        ZH("button.villages"),
-        ZH("button.help"),
-        ZH("button.language"),
+        ZH(f"button.{name}")
+        for name in ("visit", "hazard", "me", "hazards", "absence", "villages", "help", "language")
     ]
     commands = [c["command"] for c in chat.server.visible_commands(officer)]
-    assert commands == ["visit", "villages", "help", "language", "cancel"]
+    assert commands == [
+        "visit",
+        "hazard",
+        "me",
+        "hazards",
+        "absence",
+        "villages",
+        "help",
+        "language",
+        "cancel",
+    ]
     user = await _user(sessions, officer.id)
     assert user is not None and user.role == Role.OFFICER
     assert user.officer_id == directory.officers[0].id

@@ -2,8 +2,8 @@
 
 from aiogram import Router
 
-from bot.flows import visit
-from bot.handlers import common, fallback, membership, onboarding, profile
+from bot.flows import absence, hazard, visit
+from bot.handlers import common, fallback, me, membership, onboarding, profile
 
 
 def get_routers() -> list[Router]:
@@ -18,5 +18,8 @@ def get_routers() -> list[Router]:
         onboarding.build_router(),
         profile.build_router(),
         visit.build_router(),
+        hazard.build_router(),
+        absence.build_router(),
+        me.build_router(),
         fallback.build_router(),
     ]

@@ -1,0 +1,7 @@
+"""Placeholder: being written (issue 3)."""
+
+from aiogram import Router
+
+
+def build_router() -> Router:
+    return Router(name="absence")
