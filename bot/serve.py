@@ -17,6 +17,7 @@ from bot.menus import set_default_commands
 from bot.runner import run_polling, run_webhook, sleep_unless_stopped
 from bot.settings import Settings
 from core.clock import system_clock
+from scheduler.media import MediaDownloader
 from storage.db import open_database
 from storage.meta import BOT_USERNAME, set_meta
 from storage.migrate import upgrade
@@ -88,15 +89,21 @@ async def serve(settings: Settings) -> int:
             await set_default_commands(bot, settings.default_locale)
             dp = build_dispatcher(settings, db.sessions)
             log.info("running as @%s", me.username)
-            housekeeping = asyncio.create_task(_housekeeping(db.sessions, stop))
+            downloader = MediaDownloader(
+                bot, db.sessions, settings.data_dir / "media", clock=system_clock
+            )
+            background = [
+                asyncio.create_task(_housekeeping(db.sessions, stop)),
+                asyncio.create_task(downloader.run(stop)),
+            ]
             try:
                 if settings.webhook_url:
                     await run_webhook(bot, dp, settings, db.engine, stop)
                 else:
                     await run_polling(bot, dp, stop)
             finally:
-                housekeeping.cancel()
-                await asyncio.gather(housekeeping, return_exceptions=True)
+                stop.set()
+                await asyncio.gather(*background, return_exceptions=True)
         finally:
             await bot.session.close()
     log.info("stopped")

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Absence, Photo, QuotaOverride, Village, VisitActivity, VisitReport
+from storage.photos import flag_reused_file_ids
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,13 @@ async def save_visit(session: AsyncSession, visit: NewVisit) -> tuple[int, bool]
         VisitActivity(report_id=report_id, code=code, count=count)
         for code, count in visit.activities.items()
     )
-    session.add_all(
+    photos = [
         Photo(visit_report_id=report_id, position=i, file_id=fid, file_unique_id=uid)
         for i, (fid, uid) in enumerate(visit.photos)
-    )
+    ]
+    session.add_all(photos)
     await session.flush()
+    await flag_reused_file_ids(session, photo_ids=[p.id for p in photos])
     return report_id, True
 
 

@@ -25,6 +25,7 @@ def free_port() -> int:
 class BotProcess:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = {**os.environ, **env}
+        self.data_dir = Path(self.env.get("DATA_DIR", "var"))
         self.log_path = log_path
         self.proc: asyncio.subprocess.Process | None = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from core.roles import Role
 from core.tokens import village_payload
 from storage import invites
-from storage.models import User
+from storage.models import Photo, User
 from tests.botapi import BotApiServer
 from tests.botproc import BotProcess
 from tests.e2e import (
@@ -170,6 +171,46 @@ async def test_sigkill_mid_conversation_loses_nothing(
     async with sessions() as s:
         user = await s.get(User, villager.id)
     assert user is not None and (user.role, user.phone) == (Role.VILLAGER, "+8613700000000")
+
+
+async def test_visit_report_with_photo_is_stored_and_downloaded(
+    server: BotApiServer,
+    bot: BotProcess,
+    sessions: async_sessionmaker[AsyncSession],
+    directory: Directory,
+) -> None:
+    async with sessions() as s, s.begin():
+        issued, _ = await invites.create_officer_invite(
+            s, badge="067890", now=datetime.now(UTC), ttl=timedelta(days=7)
+        )
+    officer = server.user(language_code="en")
+    await say(server, officer, f"/start {issued.payload}")
+    await say(server, officer, "/visit")  # one village: straight to the date
+    await click(server, officer, EN("visit.today"))
+    await say(server, officer, "2")
+    await say(server, officer, "4")
+    await click(server, officer, EN("visit.activities_done"))
+    await click(server, officer, EN("flow.skip"))
+    mark = server.mark()
+    photo = await server.send_photo(officer)
+    await reply_to(server, officer, mark)
+    await click(server, officer, EN("flow.photos_done"))
+    mark = server.mark()
+    await server.click(officer, EN("flow.skip"))
+    summary = EN("visit.summary_title")
+    await server.wait_for_call("sendMessage", since=mark, text=lambda v: v.startswith(summary))
+    saved = await click(server, officer, EN("flow.submit"))
+    assert saved.startswith("✅ Saved as V") and "1 of 4 days, 4 of 4 households" in saved
+
+    largest = max(photo["message"]["photo"], key=lambda p: p["width"])
+    expected = hashlib.sha256(server.file_data(largest["file_id"])).hexdigest()
+    media = bot.data_dir / "media" / expected[:2] / f"{expected}.jpg"
+    async with asyncio.timeout(20):
+        while not media.exists():  # noqa: ASYNC110 - written by another process
+            await asyncio.sleep(0.2)
+    async with sessions() as s:
+        stored = await s.scalar(select(Photo.sha256))
+    assert stored == expected
 
 
 async def test_sigterm_stops_within_seconds(

@@ -288,3 +288,32 @@ async def test_only_officers_can_file_visits(chat: Chat, directory: Directory) -
     stranger = chat.server.user(language_code="en")
     await chat.say(stranger, "/visit")
     assert chat.last_text(stranger) == EN("fallback.stranger")
+
+
+async def test_a_photo_reused_in_another_report_is_flagged(
+    chat: Chat, sessions: async_sessionmaker[AsyncSession], directory: Directory
+) -> None:
+    officer = await _officer(chat, sessions, "012345")
+    photo_update = await chat.server.send_photo(officer)
+
+    async def report_with(update: dict[str, object]) -> None:
+        await chat.say(officer, "/visit")
+        await chat.click(officer, "张庄村")
+        await chat.click(officer, ZH("visit.today"))
+        await chat.say(officer, "1")
+        await chat.say(officer, "1")
+        await chat.click(officer, ZH("visit.activities_done"))
+        await chat.click(officer, ZH("flow.skip"))
+        await chat.send(update)
+        await chat.click(officer, ZH("flow.photos_done"))
+        await chat.click(officer, ZH("flow.skip"))
+        await chat.click(officer, ZH("flow.submit"))
+
+    await report_with(photo_update)
+    # The same picture sent again (Telegram keeps its file_unique_id) in a second report.
+    again = {"message": {**photo_update["message"], "message_id": 9999}}  # type: ignore[dict-item]
+    await report_with(chat.server.inject(again))
+    async with sessions() as s:
+        flags = list(await s.scalars(select(Photo.reused).order_by(Photo.id)))
+    assert flags == [True, True]
+    assert len(await _reports(sessions)) == 2
