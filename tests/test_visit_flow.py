@@ -311,7 +311,7 @@ async def test_a_photo_reused_in_another_report_is_flagged(
 
     await report_with(photo_update)
     # The same picture sent again (Telegram keeps its file_unique_id) in a second report.
-    again = {"message": {**photo_update["message"], "message_id": 9999}}  # type: ignore[dict-item]
+    again = {"message": {**photo_update["message"], "message_id": 9999}}
     await report_with(chat.server.inject(again))
     async with sessions() as s:
         flags = list(await s.scalars(select(Photo.reused).order_by(Photo.id)))
