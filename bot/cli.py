@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", required=True, choices=["csv", "xlsx"], help="file format")
     export.add_argument("--out", required=True, type=Path, metavar="FILE", help="file to write")
     export.set_defaults(handler=_export)
+    from bot.cli_quota import add_parser as add_quota_parser
+
+    add_quota_parser(commands, _Parser)
     return parser
 
 

@@ -137,3 +137,15 @@ async def directory(sessions: async_sessionmaker[AsyncSession]) -> Directory:
 
     async with sessions() as s, s.begin():
         return await seed_directory(s)
+
+
+@pytest.fixture
+def db_env(
+    database_url: str, tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
+) -> dict[str, str]:
+    """Settings for commands on the test database (emptied after the test via `sessions`)."""
+    return {
+        "DATABASE_URL": database_url,
+        "BOT_USERNAME": "village_beat_bot",
+        "DATA_DIR": str(tmp_path),
+    }

@@ -45,18 +45,6 @@ def villagebeat(
 
 
 @pytest.fixture
-def db_env(
-    database_url: str, tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
-) -> dict[str, str]:
-    """Settings for commands on the test database (emptied after the test via `sessions`)."""
-    return {
-        "DATABASE_URL": database_url,
-        "BOT_USERNAME": "village_beat_bot",
-        "DATA_DIR": str(tmp_path),
-    }
-
-
-@pytest.fixture
 async def seeded(sessions: async_sessionmaker[AsyncSession]) -> async_sessionmaker[AsyncSession]:
     async with sessions() as s, s.begin():
         await seed_directory(s)
