@@ -60,6 +60,22 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("departments")
+    @classmethod
+    def _check_departments(cls, value: str) -> str:
+        from core.hazards import DEFAULT_DEPARTMENTS
+
+        codes = [c.strip() for c in value.split(",") if c.strip()]
+        unknown = [c for c in codes if c not in DEFAULT_DEPARTMENTS]
+        if not codes or unknown:
+            known = ", ".join(DEFAULT_DEPARTMENTS)
+            raise ValueError(f"unknown department {', '.join(unknown) or '(none)'}; known: {known}")
+        return ",".join(codes)
+
+    @property
+    def department_codes(self) -> tuple[str, ...]:
+        return tuple(self.departments.split(","))
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:

@@ -9,7 +9,8 @@ from bot.settings import DEFAULT_API_URL, SettingsError, load_settings
 ENV = [
     "BOT_TOKEN", "DATABASE_URL", "TELEGRAM_API_URL", "DATA_DIR", "TIMEZONE", "DEFAULT_LOCALE",
     "WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_HOST", "WEBHOOK_PORT", "BOT_USERNAME",
-    "INVITE_TTL_DAYS",
+    "INVITE_TTL_DAYS", "QUOTA_PROFILE", "VISIT_BACKDATE_DAYS", "LOCATION_RADIUS_M",
+    "HAZARD_REINSPECTION_DAYS", "DEPARTMENTS",
 ]  # fmt: skip
 
 
@@ -29,6 +30,9 @@ def test_defaults() -> None:
     assert settings.webhook_url is None
     assert (settings.webhook_host, settings.webhook_port) == ("0.0.0.0", 8080)
     assert settings.invite_ttl_days == 7
+    assert settings.quota_profile == "xi" and settings.visit_backdate_days == 7
+    assert settings.location_radius_m == 2000 and settings.hazard_reinspection_days == 7
+    assert "township_government" in settings.department_codes
 
 
 def test_reads_dotenv_file(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,6 +61,9 @@ def test_environment_wins_over_dotenv(monkeypatch: pytest.MonkeyPatch) -> None:
         ("WEBHOOK_PORT", "99999", "WEBHOOK_PORT is invalid"),
         ("TELEGRAM_API_URL", "ftp://x", "TELEGRAM_API_URL is invalid"),
         ("WEBHOOK_URL", "https://bot.example.org/tg", "WEBHOOK_SECRET is required"),
+        ("DEPARTMENTS", "health,ministry_of_magic", "unknown department ministry_of_magic"),
+        ("QUOTA_PROFILE", "mars", "QUOTA_PROFILE is invalid"),
+        ("VISIT_BACKDATE_DAYS", "-1", "VISIT_BACKDATE_DAYS is invalid"),
     ],
 )
 def test_bad_values_give_one_line(
