@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import build_dispatcher
+from bot.flows.kit import FlowCb
 from bot.i18n import Translator
 from storage import invites
 from storage.models import Photo, VisitActivity, VisitReport
@@ -317,3 +318,19 @@ async def test_a_photo_reused_in_another_report_is_flagged(
         flags = list(await s.scalars(select(Photo.reused).order_by(Photo.id)))
     assert flags == [True, True]
     assert len(await _reports(sessions)) == 2
+
+
+async def test_forged_village_buttons_do_nothing(
+    chat: Chat, sessions: async_sessionmaker[AsyncSession], directory: Directory
+) -> None:
+    officer = await _officer(chat, sessions, "012345", language_code="en")
+    await chat.say(officer, "/visit")
+    prompt = chat.server.last_message_to(officer)
+    draft = FlowCb.unpack(_buttons(prompt)[0][1]).draft
+    other_station_village = str(directory.villages[2].id)
+    for forged in (other_station_village, "99999999999999", "²", "-1", "x"):
+        data = FlowCb(flow="v", draft=draft, action="village", value=forged).pack()
+        await chat.send(await chat.server.press(officer, prompt.message_id, data, force=True))
+        assert chat.last_text(officer) == EN("callback.stale"), forged
+    await chat.click(officer, "张庄村")  # the real buttons still work
+    assert chat.last_text(officer).startswith(EN("flow.step", step=2, total=8))

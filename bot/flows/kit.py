@@ -35,6 +35,14 @@ class FlowCb(CallbackData, prefix="f"):
     value: str = ""
 
 
+def button_id(value: str) -> int | None:
+    """An id carried by a button, or None. Buttons can be forged: only plain ASCII digits
+    that fit a database integer are taken ("²".isdigit() is true, and so is a 30-digit id)."""
+    if value.isascii() and value.isdigit() and len(value) <= 9:
+        return int(value)
+    return None
+
+
 def new_draft_id() -> str:
     return secrets.token_hex(8)
 

@@ -289,13 +289,16 @@ async def _pick_village(
 ) -> None:
     assert user.officer_id is not None
     # The id comes from the client: it must be one of this officer's villages now.
-    found = await villages.assigned_village(
-        session, officer_id=user.officer_id, village_id=int(value) if value.isdigit() else -1
-    )
-    if found is None:
+    village_id = kit.button_id(value)
+    found = None
+    if village_id is not None:
+        found = await villages.assigned_village(
+            session, officer_id=user.officer_id, village_id=village_id
+        )
+    if village_id is None or found is None:
         replies.add(message.answer(t("callback.stale")))
         return
-    await state.update_data(village_id=int(value), village_name=found[0])
+    await state.update_data(village_id=village_id, village_name=found[0])
     if data.get("lat") is not None:
         await state.update_data(distance=_distance(data["lat"], data["lon"], found[1], found[2]))
     await _advance("village", message, state, t, replies, settings, today)

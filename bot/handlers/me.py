@@ -1,7 +1,127 @@
-"""Placeholder: being written (issue 3)."""
+"""/me: an officer's own progress, this month and last, per village, in one message."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
 
 from aiogram import Router
+from aiogram.filters import StateFilter
+from aiogram.types import Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.filters import HasRole
+from bot.i18n import Translator
+from bot.menus import command_or_button, main_menu
+from bot.progress import days_left_text, month_progress, previous_month, progress_line
+from bot.replies import Replies
+from bot.settings import Settings
+from core.clock import Clock
+from core.quota import Progress, Quota, behind_pace, is_met, shortfall
+from core.roles import Role
+from storage import hazards, villages
+from storage.models import User
+
+# Telegram refuses longer messages; an officer with very many villages gets several.
+MAX_MESSAGE = 4096
+
+
+def counters_text(t: Translator, names: Sequence[str]) -> str:
+    return t("summary.separator").join(t(f"me.counter.{name}") for name in names)
+
+
+def _done_text(t: Translator, quota: Quota, progress: Progress) -> str:
+    return progress_line(t, quota, progress) or t("summary.none")
+
+
+def village_block(
+    t: Translator,
+    name: str,
+    *,
+    today: date,
+    now: tuple[Quota, Progress, int],
+    before: tuple[Quota, Progress, int],
+) -> list[str]:
+    quota, progress, absent = now
+    lines = [t("me.village", village=name), t("me.this_month", progress=_done_text(t, *now[:2]))]
+    behind = behind_pace(quota, progress, today, absences=absent)
+    if behind:
+        lines.append(t("me.behind", counters=counters_text(t, behind)))
+    elif is_met(quota, progress):
+        lines.append(t("me.met"))
+    else:
+        lines.append(t("me.on_pace"))
+    if absent:
+        lines.append(t("me.village_absences", count=absent))
+    last_quota, last_progress, _ = before
+    missing = list(shortfall(last_quota, last_progress).missing())
+    verdict = t("me.missed", counters=counters_text(t, missing)) if missing else t("me.met")
+    lines.append(t("me.last_month", progress=_done_text(t, *before[:2]), verdict=verdict))
+    return lines
+
+
+def _messages(blocks: list[list[str]]) -> list[str]:
+    """Blocks joined by blank lines, split between blocks only when one message is too long."""
+    messages: list[str] = []
+    current = ""
+    for block in blocks:
+        text = "\n".join(block)
+        joined = f"{current}\n\n{text}" if current else text
+        if current and len(joined) > MAX_MESSAGE:
+            messages.append(current)
+            joined = text
+        current = joined
+    return [*messages, current[:MAX_MESSAGE]]
+
+
+async def show_progress(
+    message: Message,
+    session: AsyncSession,
+    user: User,
+    t: Translator,
+    replies: Replies,
+    settings: Settings,
+    clock: Clock,
+) -> None:
+    assert user.officer_id is not None
+    listed = await villages.officer_villages(session, user.officer_id)
+    if not listed:
+        replies.add(message.answer(t("villages.none"), reply_markup=main_menu(Role.OFFICER, t)))
+        return
+    today = clock().astimezone(settings.tz).date()
+    ids = [v.id for v in listed]
+    now = await month_progress(
+        session,
+        officer_id=user.officer_id,
+        village_ids=ids,
+        day=today,
+        county_profile=settings.quota_profile,
+    )
+    before = await month_progress(
+        session,
+        officer_id=user.officer_id,
+        village_ids=ids,
+        day=previous_month(today),
+        county_profile=settings.quota_profile,
+    )
+    open_hazards = await hazards.count_open(session, officer_id=user.officer_id)
+    blocks = [[t("me.title", date=today.isoformat(), days_left=days_left_text(t, today))]]
+    blocks += [
+        village_block(t, v.name, today=today, now=now[v.id], before=before[v.id]) for v in listed
+    ]
+    blocks.append(
+        [
+            t("me.absences", count=sum(absent for _, _, absent in now.values())),
+            t("me.hazards", count=open_hazards),
+        ]
+    )
+    for text in _messages(blocks):
+        replies.add(message.answer(text, reply_markup=main_menu(Role.OFFICER, t)))
 
 
 def build_router() -> Router:
-    return Router(name="me")
+    router = Router(name="me")
+    router.message.register(
+        show_progress, command_or_button("me"), HasRole(Role.OFFICER), StateFilter(None)
+    )
+    return router
