@@ -33,7 +33,7 @@ COMMANDS: dict[Role, tuple[str, ...]] = {
         "language",
         "cancel",
     ),
-    Role.SUPERVISOR: ("scope", "help", "language", "cancel"),
+    Role.SUPERVISOR: ("scope", "absences", "help", "language", "cancel"),
 }
 MENU_ROWS: dict[Role, tuple[tuple[str, ...], ...]] = {
     Role.STRANGER: (("help", "language"),),
@@ -44,7 +44,7 @@ MENU_ROWS: dict[Role, tuple[tuple[str, ...], ...]] = {
         ("absence", "villages"),
         ("help", "language"),
     ),
-    Role.SUPERVISOR: (("scope",), ("help", "language")),
+    Role.SUPERVISOR: (("scope", "absences"), ("help", "language")),
 }
 
 

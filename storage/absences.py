@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import Absence, Village
+from storage.models import Absence, Officer, Station, Village
+from storage.villages import stations_in_scope
 
 
 async def save_absence(
@@ -60,3 +61,29 @@ async def absences_in(
     return [
         AbsenceView(a.id, a.village_id, name, a.day, a.reason, a.reported_at) for a, name in rows
     ]
+
+
+@dataclass(frozen=True)
+class ScopedAbsence:
+    day: date
+    officer_name: str
+    officer_badge: str
+    village_name: str
+    station_name: str
+    reason: str
+
+
+async def absences_in_scope(
+    session: AsyncSession, *, supervisor_id: int, first: date, last: date
+) -> list[ScopedAbsence]:
+    """Absences recorded for villages in a supervisor's stations, by day."""
+    stations = await stations_in_scope(session, supervisor_id)
+    rows = await session.execute(
+        select(Absence.day, Officer.name, Officer.badge, Village.name, Station.name, Absence.reason)
+        .join(Officer, Officer.id == Absence.officer_id)
+        .join(Village, Village.id == Absence.village_id)
+        .join(Station, Station.id == Village.station_id)
+        .where(Village.station_id.in_(stations), Absence.day >= first, Absence.day <= last)
+        .order_by(Absence.day, Station.code, Village.code, Absence.id)
+    )
+    return [ScopedAbsence(*row) for row in rows]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.roles import Role
@@ -122,15 +123,19 @@ class ScopeView:
     officers: int
 
 
+async def stations_in_scope(session: AsyncSession, supervisor_id: int) -> Select[Any]:
+    """A subquery of the station ids a supervisor sees (all of them for the county)."""
+    supervisor = await session.get_one(Supervisor, supervisor_id)
+    if supervisor.county_wide:
+        return select(Station.id)
+    return select(SupervisorStation.station_id).where(
+        SupervisorStation.supervisor_id == supervisor_id
+    )
+
+
 async def supervisor_scope(session: AsyncSession, supervisor_id: int) -> ScopeView:
     supervisor = await session.get_one(Supervisor, supervisor_id)
-    station_filter = (
-        select(Station.id)
-        if supervisor.county_wide
-        else select(SupervisorStation.station_id).where(
-            SupervisorStation.supervisor_id == supervisor_id
-        )
-    )
+    station_filter = await stations_in_scope(session, supervisor_id)
     stations = (
         await session.execute(
             select(Station.code, Station.name)

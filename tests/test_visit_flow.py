@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.app import build_dispatcher
 from bot.flows.kit import FlowCb
 from bot.i18n import Translator
-from storage import invites
+from storage import exports, invites
 from storage.models import Photo, VisitActivity, VisitReport
 from tests.botapi import SimUser
 from tests.factories import Directory
@@ -334,3 +335,35 @@ async def test_forged_village_buttons_do_nothing(
         assert chat.last_text(officer) == EN("callback.stale"), forged
     await chat.click(officer, "张庄村")  # the real buttons still work
     assert chat.last_text(officer).startswith(EN("flow.step", step=2, total=8))
+
+
+async def test_the_export_shows_what_was_entered(
+    chat: Chat, sessions: async_sessionmaker[AsyncSession], directory: Directory
+) -> None:
+    officer = await _officer(chat, sessions, "012345")
+    await chat.say(officer, "/visit")
+    await chat.click(officer, "李庄村")
+    await chat.click(officer, ZH("visit.today"))
+    await chat.say(officer, "3.5")
+    await chat.say(officer, "7户")
+    await chat.click(officer, ZH("activity.legal_publicity"))
+    await chat.say(officer, "2")
+    await chat.click(officer, ZH("activity.patrol"))
+    await chat.say(officer, "1")
+    await chat.click(officer, ZH("visit.activities_done"))
+    await chat.click(officer, ZH("flow.send_location"), location=(34.2, 113.3))
+    for update in await chat.server.send_album(officer, 2):
+        await chat.send(update)
+    await chat.click(officer, ZH("flow.photos_done"))
+    await chat.say(officer, "宣传反诈")
+    await chat.click(officer, ZH("flow.submit"))
+
+    today = chat.clock().astimezone(ZoneInfo("Asia/Shanghai")).date()
+    async with sessions() as s:
+        rows = await exports.visit_rows(s, month=today, station_code="S01", tz="Asia/Shanghai")
+    assert len(rows) == 1
+    row = dict(zip(exports.VISIT_COLUMNS, rows[0], strict=True))
+    assert row["officer_badge"] == "012345" and row["village_code"] == "V002"
+    assert row["visit_date"] == today and row["hours"] == Decimal("3.5") and row["households"] == 7
+    assert row["activities"] == "patrol:1;legal_publicity:2"
+    assert row["distance_m"] == 0 and row["photos"] == 2 and row["notes"] == "宣传反诈"

@@ -3,7 +3,7 @@
 from aiogram import Router
 
 from bot.flows import absence, hazard, visit
-from bot.handlers import common, fallback, me, membership, onboarding, profile
+from bot.handlers import common, fallback, me, membership, onboarding, profile, supervisor
 
 
 def get_routers() -> list[Router]:
@@ -21,5 +21,6 @@ def get_routers() -> list[Router]:
         hazard.build_router(),
         absence.build_router(),
         me.build_router(),
+        supervisor.build_router(),
         fallback.build_router(),
     ]

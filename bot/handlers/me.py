@@ -16,14 +16,12 @@ from bot.menus import command_or_button, main_menu
 from bot.progress import days_left_text, month_progress, previous_month, progress_line
 from bot.replies import Replies
 from bot.settings import Settings
+from bot.texts import split_blocks
 from core.clock import Clock
 from core.quota import Progress, Quota, behind_pace, is_met, shortfall
 from core.roles import Role
 from storage import hazards, villages
 from storage.models import User
-
-# Telegram refuses longer messages; an officer with very many villages gets several.
-MAX_MESSAGE = 4096
 
 
 def counters_text(t: Translator, names: Sequence[str]) -> str:
@@ -58,20 +56,6 @@ def village_block(
     verdict = t("me.missed", counters=counters_text(t, missing)) if missing else t("me.met")
     lines.append(t("me.last_month", progress=_done_text(t, *before[:2]), verdict=verdict))
     return lines
-
-
-def _messages(blocks: list[list[str]]) -> list[str]:
-    """Blocks joined by blank lines, split between blocks only when one message is too long."""
-    messages: list[str] = []
-    current = ""
-    for block in blocks:
-        text = "\n".join(block)
-        joined = f"{current}\n\n{text}" if current else text
-        if current and len(joined) > MAX_MESSAGE:
-            messages.append(current)
-            joined = text
-        current = joined
-    return [*messages, current[:MAX_MESSAGE]]
 
 
 async def show_progress(
@@ -115,7 +99,7 @@ async def show_progress(
             t("me.hazards", count=open_hazards),
         ]
     )
-    for text in _messages(blocks):
+    for text in split_blocks(["\n".join(block) for block in blocks]):
         replies.add(message.answer(text, reply_markup=main_menu(Role.OFFICER, t)))
 
 
