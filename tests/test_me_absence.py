@@ -593,3 +593,17 @@ async def test_storage_saves_once_and_lists_by_day(
         (date(2026, 11, 24), "李庄村", "a"),
     ]
     assert other == []
+
+
+async def test_a_past_day_typed_is_refused_as_past(
+    chat: Chat, sessions: async_sessionmaker[AsyncSession], directory: Directory
+) -> None:
+    async with sessions() as s, s.begin():
+        issued, _ = await invites.create_officer_invite(
+            s, badge="067890", now=chat.clock(), ttl=timedelta(days=7)
+        )
+    officer = chat.server.user(language_code="zh-hans")
+    await chat.say(officer, f"/start {issued.payload}")
+    await chat.say(officer, "/absence")
+    await chat.say(officer, "昨天")
+    assert chat.last_text(officer).startswith("不能报备已经过去的日期")

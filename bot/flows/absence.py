@@ -34,7 +34,7 @@ from bot.replies import Replies
 from bot.settings import Settings
 from core.clock import Clock
 from core.days import MAX_DAYS_AHEAD, check_coming_day, coming_days, parse_coming_date
-from core.parsing import clean_text
+from core.parsing import clean_text, parse_date
 from core.roles import Role
 from storage import absences, villages
 from storage.models import User
@@ -228,7 +228,9 @@ async def typed_day(
     clock: Clock,
 ) -> None:
     today = _today(clock, settings)
-    day = parse_coming_date(message.text or "", today=today)
+    text = message.text or ""
+    # "昨天" or a full past date is a date all right, just not one that can still be missed.
+    day = parse_coming_date(text, today=today) or parse_date(text, today=today)
     await _accept_day(day, message, state, session, user, t, replies, today)
 
 
