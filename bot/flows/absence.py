@@ -20,7 +20,6 @@ from aiogram.types import (
     KeyboardButton,
     Message,
     ReplyKeyboardMarkup,
-    ReplyKeyboardRemove,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -136,16 +135,9 @@ async def _show_summary(
 ) -> None:
     await state.set_state(Absence.summary)
     data = await state.get_data()
-    keyboard = kit.inline(
-        [
-            [
-                kit.button(t, t("flow.submit"), _cb(data, "submit")),
-                kit.button(t, t("flow.cancel"), _cb(data, "cancel")),
-            ]
-        ]
+    kit.show_summary(
+        message, replies, t, summary_text(data, t), lambda a: _cb(data, a), editable=False
     )
-    replies.add(message.answer(t("flow.summary_ready"), reply_markup=ReplyKeyboardRemove()))
-    replies.add(message.answer(summary_text(data, t), reply_markup=keyboard))
 
 
 # --- start ---------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from aiogram.types import (
     KeyboardButton,
     Message,
     ReplyKeyboardMarkup,
-    ReplyKeyboardRemove,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -225,17 +224,7 @@ async def _show_summary(
     await state.set_state(Report.summary)
     await state.update_data(editing=False)
     data = await state.get_data()
-    keyboard = kit.inline(
-        [
-            [kit.button(t, t("flow.submit"), _cb(data, "submit"))],
-            [
-                kit.button(t, t("flow.edit"), _cb(data, "edit")),
-                kit.button(t, t("flow.cancel"), _cb(data, "cancel")),
-            ],
-        ]
-    )
-    replies.add(message.answer(t("flow.summary_ready"), reply_markup=ReplyKeyboardRemove()))
-    replies.add(message.answer(summary_text(data, t), reply_markup=keyboard))
+    kit.show_summary(message, replies, t, summary_text(data, t), lambda a: _cb(data, a))
 
 
 # --- the report: start and buttons ---------------------------------------------------------

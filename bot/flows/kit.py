@@ -17,6 +17,7 @@ from aiogram.types import (
     KeyboardButton,
     Message,
     ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
 )
 
 from bot.i18n import Translator
@@ -76,6 +77,28 @@ async def live_draft(
         replies.add(callback.answer(t("callback.stale"), show_alert=True))
         return None
     return data
+
+
+def show_summary(
+    message: Message,
+    replies: Replies,
+    t: Translator,
+    text: str,
+    button: Callable[[str], FlowCb],
+    *,
+    editable: bool = True,
+) -> None:
+    """The draft's summary with Submit, Edit (when `editable`) and Cancel; the first message
+    takes away the reply keyboard of the step before."""
+    submit = InlineKeyboardButton(text=t("flow.submit"), callback_data=button("submit").pack())
+    cancel = InlineKeyboardButton(text=t("flow.cancel"), callback_data=button("cancel").pack())
+    if editable:
+        edit = InlineKeyboardButton(text=t("flow.edit"), callback_data=button("edit").pack())
+        rows = [[submit], [edit, cancel]]
+    else:
+        rows = [[submit, cancel]]
+    replies.add(message.answer(t("flow.summary_ready"), reply_markup=ReplyKeyboardRemove()))
+    replies.add(message.answer(text, reply_markup=inline(rows)))
 
 
 def location_keyboard(t: Translator) -> ReplyKeyboardMarkup:

@@ -15,7 +15,7 @@ from aiogram import F, Router
 from aiogram.filters import StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
-from aiogram.types import CallbackQuery, Message, ReplyKeyboardRemove
+from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.filters import HasRole
@@ -195,17 +195,7 @@ async def _show_summary(
     await state.set_state(Visit.summary)
     await state.update_data(editing=False)
     data = await state.get_data()
-    keyboard = kit.inline(
-        [
-            [kit.button(t, t("flow.submit"), _cb(data, "submit"))],
-            [
-                kit.button(t, t("flow.edit"), _cb(data, "edit")),
-                kit.button(t, t("flow.cancel"), _cb(data, "cancel")),
-            ],
-        ]
-    )
-    replies.add(message.answer(t("flow.summary_ready"), reply_markup=ReplyKeyboardRemove()))
-    replies.add(message.answer(summary_text(data, t), reply_markup=keyboard))
+    kit.show_summary(message, replies, t, summary_text(data, t), lambda a: _cb(data, a))
 
 
 # --- start ---------------------------------------------------------------------------------
