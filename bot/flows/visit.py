@@ -261,6 +261,7 @@ async def on_button(
         settings=settings,
         today=today,
         data=data,
+        step=current,
     )
 
 
@@ -276,6 +277,7 @@ async def _pick_village(
     settings: Settings,
     today: date,
     data: dict[str, Any],
+    **_: Any,
 ) -> None:
     assert user.officer_id is not None
     # The id comes from the client: it must be one of this officer's villages now.
@@ -294,7 +296,7 @@ async def _pick_village(
     await _advance("village", message, state, t, replies, settings, today)
 
 
-async def _pick_date(
+async def _pick(
     *,
     value: str,
     message: Message,
@@ -303,37 +305,11 @@ async def _pick_date(
     replies: Replies,
     settings: Settings,
     today: date,
+    step: str,
     **_: Any,
 ) -> None:
-    await _accept_date(parse_date(value, today=today), message, state, t, replies, settings, today)
-
-
-async def _pick_hours(
-    *,
-    value: str,
-    message: Message,
-    state: FSMContext,
-    t: Translator,
-    replies: Replies,
-    settings: Settings,
-    today: date,
-    **_: Any,
-) -> None:
-    await _accept_hours(value, message, state, t, replies, settings, today)
-
-
-async def _pick_households(
-    *,
-    value: str,
-    message: Message,
-    state: FSMContext,
-    t: Translator,
-    replies: Replies,
-    settings: Settings,
-    today: date,
-    **_: Any,
-) -> None:
-    await _accept_households(value, message, state, t, replies, settings, today)
+    """A quick-pick button: the same as typing its value."""
+    await _ACCEPT[step](value, message, state, t, replies, settings, today)
 
 
 async def _toggle_activity(
@@ -370,20 +346,6 @@ async def _toggle_activity(
     replies.add(
         message.edit_reply_markup(reply_markup=_activity_keyboard(await state.get_data(), t))
     )
-
-
-async def _pick_count(
-    *,
-    value: str,
-    message: Message,
-    state: FSMContext,
-    t: Translator,
-    replies: Replies,
-    settings: Settings,
-    today: date,
-    **_: Any,
-) -> None:
-    await _accept_count(value, message, state, t, replies, settings, today)
 
 
 async def _activities_done(
@@ -502,11 +464,11 @@ async def _submit(
 
 _BUTTONS: dict[str, tuple[frozenset[str], Any]] = {
     "village": (frozenset({"village"}), _pick_village),
-    "date": (frozenset({"date"}), _pick_date),
-    "hours": (frozenset({"hours"}), _pick_hours),
-    "households": (frozenset({"households"}), _pick_households),
+    "date": (frozenset({"date"}), _pick),
+    "hours": (frozenset({"hours"}), _pick),
+    "households": (frozenset({"households"}), _pick),
     "act": (frozenset({"activities"}), _toggle_activity),
-    "count": (frozenset({"activity_count"}), _pick_count),
+    "count": (frozenset({"activity_count"}), _pick),
     "act_done": (frozenset({"activities"}), _activities_done),
     "submit": (frozenset({"summary"}), _submit),
     "edit": (frozenset({"summary"}), _edit),
@@ -519,7 +481,7 @@ _BUTTONS: dict[str, tuple[frozenset[str], Any]] = {
 
 
 async def _accept_date(
-    day: date | None,
+    text: str,
     message: Message,
     state: FSMContext,
     t: Translator,
@@ -527,6 +489,7 @@ async def _accept_date(
     settings: Settings,
     today: date,
 ) -> None:
+    day = parse_date(text, today=today)
     if day is None:
         replies.add(message.answer(t("visit.bad_date")))
         return
@@ -592,7 +555,15 @@ async def _accept_count(
     await _ask(message, "activities", state, t, replies, settings, today)
 
 
-async def typed_date(
+_ACCEPT = {
+    "date": _accept_date,
+    "hours": _accept_hours,
+    "households": _accept_households,
+    "activity_count": _accept_count,
+}
+
+
+async def typed_answer(
     message: Message,
     state: FSMContext,
     t: Translator,
@@ -600,46 +571,9 @@ async def typed_date(
     settings: Settings,
     clock: Clock,
 ) -> None:
-    today = _today(clock, settings)
-    day = parse_date(message.text or "", today=today)
-    await _accept_date(day, message, state, t, replies, settings, today)
-
-
-async def typed_hours(
-    message: Message,
-    state: FSMContext,
-    t: Translator,
-    replies: Replies,
-    settings: Settings,
-    clock: Clock,
-) -> None:
-    await _accept_hours(
-        message.text or "", message, state, t, replies, settings, _today(clock, settings)
-    )
-
-
-async def typed_households(
-    message: Message,
-    state: FSMContext,
-    t: Translator,
-    replies: Replies,
-    settings: Settings,
-    clock: Clock,
-) -> None:
-    await _accept_households(
-        message.text or "", message, state, t, replies, settings, _today(clock, settings)
-    )
-
-
-async def typed_count(
-    message: Message,
-    state: FSMContext,
-    t: Translator,
-    replies: Replies,
-    settings: Settings,
-    clock: Clock,
-) -> None:
-    await _accept_count(
+    """A typed date, number of hours, households or activity count."""
+    step = (await state.get_state() or "").rpartition(":")[2]
+    await _ACCEPT[step](
         message.text or "", message, state, t, replies, settings, _today(clock, settings)
     )
 
@@ -779,10 +713,11 @@ def build_router() -> Router:
     )
     router.callback_query.register(on_button, FlowCb.filter(F.flow == FLOW), HasRole(Role.OFFICER))
     text = F.text & ~F.text.startswith("/")
-    router.message.register(typed_date, Visit.date, text)
-    router.message.register(typed_hours, Visit.hours, text)
-    router.message.register(typed_households, Visit.households, text)
-    router.message.register(typed_count, Visit.activity_count, text)
+    router.message.register(
+        typed_answer,
+        StateFilter(Visit.date, Visit.hours, Visit.households, Visit.activity_count),
+        text,
+    )
     router.message.register(shared_location, Visit.location, F.location)
     router.message.register(skip_location, Visit.location, F.text.in_(all_labels("flow.skip")))
     router.message.register(photo, Visit.photos, F.photo)
