@@ -18,6 +18,7 @@ from bot.runner import run_polling, run_webhook, sleep_unless_stopped
 from bot.settings import Settings
 from core.clock import system_clock
 from scheduler.media import MediaDownloader
+from scheduler.outbox import OutboxWorker
 from storage.db import open_database
 from storage.meta import BOT_USERNAME, set_meta
 from storage.migrate import upgrade
@@ -92,9 +93,18 @@ async def serve(settings: Settings) -> int:
             downloader = MediaDownloader(
                 bot, db.sessions, settings.data_dir / "media", clock=system_clock
             )
+            outbox = OutboxWorker(
+                bot,
+                db.sessions,
+                db.engine,
+                clock=system_clock,
+                global_rate=settings.outbox_global_rate,
+                chat_rate=settings.outbox_chat_rate,
+            )
             background = [
                 asyncio.create_task(_housekeeping(db.sessions, stop)),
                 asyncio.create_task(downloader.run(stop)),
+                asyncio.create_task(outbox.run(stop)),
             ]
             try:
                 if settings.webhook_url:

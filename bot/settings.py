@@ -53,6 +53,9 @@ class Settings(BaseSettings):
         "township_government,housing_construction,water_resources,market_regulation,"
         "transport,education,power_supply,other"
     )
+    # Outbox delivery (issue 4): Telegram allows about 30 messages a second, 1 per chat.
+    outbox_global_rate: float = Field(default=30, gt=0, le=1000)
+    outbox_chat_rate: float = Field(default=1, gt=0, le=30)
     log_level: str = "INFO"
 
     @field_validator("bot_token", "webhook_secret", "bot_username", mode="before")

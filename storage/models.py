@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Double,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -381,6 +382,47 @@ class Absence(Base):
     reported_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class OutboxMessage(Base):
+    """A message to someone other than the person being answered, written in the transaction
+    that caused it and sent by the delivery worker (scheduler.outbox)."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (
+        CheckConstraint("method IN ('sendMessage', 'sendPhoto', 'sendDocument')", name="method"),
+        CheckConstraint("status IN ('pending', 'sent', 'failed', 'blocked')", name="status"),
+        Index(
+            "ix_outbox_messages_due",
+            "not_before",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        # A chat's next message is the earliest pending one: found per chat when claiming.
+        Index(
+            "ix_outbox_messages_pending_chat",
+            "chat_id",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    method: Mapped[str] = mapped_column(String(32), server_default="sendMessage")
+    # The Bot API parameters except chat_id (reply_markup as a dict).
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # Chosen by the caller so that e.g. a nudge is enqueued at most once, ever.
+    dedup_key: Mapped[str | None] = mapped_column(Text, unique=True)
+    # Not sent before this; while a worker holds the row it is also the end of its lease.
+    not_before: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    # Delivery attempts started (a claim counts as one).
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class BotMeta(Base):
