@@ -37,7 +37,7 @@ from bot.menus import command_or_button, main_menu
 from bot.replies import Replies
 from bot.settings import Settings
 from core.clock import Clock
-from core.geo import distance_m, far_from_centre, valid_point
+from core.geo import far_from_centre, valid_point
 from core.hazards import (
     HazardCategory,
     HazardStatus,
@@ -107,14 +107,6 @@ def _cancel_keyboard(t: Translator) -> ReplyKeyboardMarkup:
 
 def _when(moment: datetime, settings: Settings) -> str:
     return f"{moment.astimezone(settings.tz):%Y-%m-%d %H:%M}"
-
-
-def _distance(
-    lat: float, lon: float, centre_lat: float | None, centre_lon: float | None
-) -> int | None:
-    if centre_lat is None or centre_lon is None:
-        return None
-    return round(distance_m(lat, lon, centre_lat, centre_lon))
 
 
 def _has_words(text: str) -> bool:
@@ -300,18 +292,16 @@ async def _pick_village(
 ) -> None:
     assert user.officer_id is not None
     # The id comes from the client: it must be one of this officer's villages now.
-    village_id = kit.button_id(value)
-    found = None
-    if village_id is not None:
-        found = await villages.assigned_village(
-            session, officer_id=user.officer_id, village_id=village_id
-        )
-    if village_id is None or found is None:
+    picked = await kit.picked_village(session, officer_id=user.officer_id, value=value)
+    if picked is None:
         replies.add(message.answer(t("callback.stale")))
         return
-    await state.update_data(village_id=village_id, village_name=found[0])
+    village_id, name, centre_lat, centre_lon = picked
+    await state.update_data(village_id=village_id, village_name=name)
     if data.get("lat") is not None:
-        await state.update_data(distance=_distance(data["lat"], data["lon"], found[1], found[2]))
+        await state.update_data(
+            distance=kit.distance_to_centre(data["lat"], data["lon"], centre_lat, centre_lon)
+        )
     await _advance("village", message, state, t, replies, settings)
 
 
@@ -506,7 +496,7 @@ async def shared_location(
     found = await villages.assigned_village(
         session, officer_id=user.officer_id, village_id=data["village_id"]
     )
-    distance = None if found is None else _distance(lat, lon, found[1], found[2])
+    distance = None if found is None else kit.distance_to_centre(lat, lon, found[1], found[2])
     await state.update_data(lat=lat, lon=lon, distance=distance)
     if far_from_centre(distance, settings.location_radius_m):
         replies.add(

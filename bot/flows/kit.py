@@ -19,9 +19,12 @@ from aiogram.types import (
     ReplyKeyboardMarkup,
     ReplyKeyboardRemove,
 )
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.i18n import Translator
 from bot.replies import Replies
+from core.geo import distance_m
+from storage import villages
 
 MAX_PHOTOS = 10
 
@@ -42,6 +45,27 @@ def button_id(value: str) -> int | None:
     if value.isascii() and value.isdigit() and len(value) <= 9:
         return int(value)
     return None
+
+
+async def picked_village(
+    session: AsyncSession, *, officer_id: int, value: str
+) -> tuple[int, str, float | None, float | None] | None:
+    """The village a button names, as (id, name, centre lat, centre lon), when it is one of
+    the officer's villages now; None for anything else (the id comes from the client)."""
+    village_id = button_id(value)
+    if village_id is None:
+        return None
+    found = await villages.assigned_village(session, officer_id=officer_id, village_id=village_id)
+    return None if found is None else (village_id, *found)
+
+
+def distance_to_centre(
+    lat: float, lon: float, centre_lat: float | None, centre_lon: float | None
+) -> int | None:
+    """Metres from the village centre, or None when the village has no recorded centre."""
+    if centre_lat is None or centre_lon is None:
+        return None
+    return round(distance_m(lat, lon, centre_lat, centre_lon))
 
 
 def new_draft_id() -> str:
