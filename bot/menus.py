@@ -21,10 +21,11 @@ from core.roles import Role
 # the catalogue entry `button.<command>`, its description in the command list `cmd.<command>`.
 COMMANDS: dict[Role, tuple[str, ...]] = {
     Role.STRANGER: ("start", "help", "language"),
-    Role.VILLAGER: ("village", "help", "language", "cancel"),
+    Role.VILLAGER: ("request", "myrequests", "village", "help", "language", "cancel"),
     Role.OFFICER: (
         "visit",
         "hazard",
+        "requests",
         "me",
         "hazards",
         "absence",
@@ -33,18 +34,19 @@ COMMANDS: dict[Role, tuple[str, ...]] = {
         "language",
         "cancel",
     ),
-    Role.SUPERVISOR: ("scope", "absences", "help", "language", "cancel"),
+    Role.SUPERVISOR: ("scope", "requests", "absences", "help", "language", "cancel"),
 }
 MENU_ROWS: dict[Role, tuple[tuple[str, ...], ...]] = {
     Role.STRANGER: (("help", "language"),),
-    Role.VILLAGER: (("village",), ("help", "language")),
+    Role.VILLAGER: (("request", "myrequests"), ("village",), ("help", "language")),
     Role.OFFICER: (
         ("visit", "hazard"),
-        ("me", "hazards"),
-        ("absence", "villages"),
+        ("requests", "me"),
+        ("hazards", "absence"),
+        ("villages",),
         ("help", "language"),
     ),
-    Role.SUPERVISOR: (("scope", "absences"), ("help", "language")),
+    Role.SUPERVISOR: (("scope", "requests"), ("absences",), ("help", "language")),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -17,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.requests import DeadlineConfig, LimitConfig
 
 DEFAULT_API_URL = "https://api.telegram.org"
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -56,6 +59,12 @@ class Settings(BaseSettings):
     # Outbox delivery (issue 4): Telegram allows about 30 messages a second, 1 per chat.
     outbox_global_rate: float = Field(default=30, gt=0, le=1000)
     outbox_chat_rate: float = Field(default=1, gt=0, le=30)
+    # Villagers' requests (issue 4): deadlines in hours, abuse limits.
+    request_ack_hours: int = Field(default=24, ge=1, le=24 * 30)
+    request_answer_hours: int = Field(default=72, ge=1, le=24 * 60)
+    department_answer_hours: int = Field(default=168, ge=1, le=24 * 180)
+    request_max_open: int = Field(default=5, ge=1, le=100)
+    villager_messages_per_minute: int = Field(default=10, ge=1, le=600)
     log_level: str = "INFO"
 
     @field_validator("bot_token", "webhook_secret", "bot_username", mode="before")
@@ -78,6 +87,21 @@ class Settings(BaseSettings):
     @property
     def department_codes(self) -> tuple[str, ...]:
         return tuple(self.departments.split(","))
+
+    @property
+    def deadlines(self) -> DeadlineConfig:
+        return DeadlineConfig(
+            ack=timedelta(hours=self.request_ack_hours),
+            answer=timedelta(hours=self.request_answer_hours),
+            department=timedelta(hours=self.department_answer_hours),
+        )
+
+    @property
+    def limits(self) -> LimitConfig:
+        return LimitConfig(
+            max_open=self.request_max_open,
+            messages_per_minute=self.villager_messages_per_minute,
+        )
 
     @field_validator("database_url")
     @classmethod

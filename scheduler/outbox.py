@@ -40,7 +40,7 @@ from aiogram.exceptions import (
     TelegramMigrateToChat,
     TelegramRetryAfter,
 )
-from aiogram.methods import SendDocument, SendMessage, SendPhoto, TelegramMethod
+from aiogram.methods import SendDocument, SendLocation, SendMessage, SendPhoto, TelegramMethod
 from aiogram.types import BufferedInputFile, Message
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -69,6 +69,7 @@ _CALLS: dict[str, type[TelegramMethod[Message]]] = {
     "sendMessage": SendMessage,
     "sendPhoto": SendPhoto,
     "sendDocument": SendDocument,
+    "sendLocation": SendLocation,
 }
 _UPLOADS = {"sendPhoto": "photo", "sendDocument": "document"}
 

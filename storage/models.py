@@ -20,6 +20,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Numeric,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -29,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from core.requests import Actor, Event, RequestCategory, RequestStatus
 from core.roles import AssignmentKind, InviteKind, Role
 
 NAMING = {
@@ -390,7 +392,10 @@ class OutboxMessage(Base):
 
     __tablename__ = "outbox_messages"
     __table_args__ = (
-        CheckConstraint("method IN ('sendMessage', 'sendPhoto', 'sendDocument')", name="method"),
+        CheckConstraint(
+            "method IN ('sendMessage', 'sendPhoto', 'sendDocument', 'sendLocation')",
+            name="method",
+        ),
         CheckConstraint("status IN ('pending', 'sent', 'failed', 'blocked')", name="status"),
         Index(
             "ix_outbox_messages_due",
@@ -423,6 +428,93 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+_OPEN_REQUEST = text("status IN ('new', 'acknowledged', 'answered', 'forwarded')")
+
+
+class Request(Base):
+    """A villager's request to the officer of their village (群众诉求).
+
+    The history (request_events) is the record; `status`, `department`, `rating` and `due_at`
+    are derived from it by storage.requests at every event, so that inboxes and the scheduler
+    can find and sort requests with an index. The villager's account is never shown to the
+    officer; `anonymous` also hides their name.
+    """
+
+    __tablename__ = "requests"
+    __table_args__ = (
+        CheckConstraint(_one_of("category", RequestCategory), name="category"),
+        CheckConstraint(_one_of("status", RequestStatus), name="status"),
+        # Routed to an officer, or to a supervisor when the village has no officer.
+        CheckConstraint("num_nonnulls(officer_id, supervisor_id) = 1", name="one_handler"),
+        CheckConstraint("rating BETWEEN 1 AND 5", name="rating"),
+        Index("ix_requests_officer_open", "officer_id", "due_at", postgresql_where=_OPEN_REQUEST),
+        Index(
+            "ix_requests_supervisor_open", "supervisor_id", "due_at", postgresql_where=_OPEN_REQUEST
+        ),
+        Index("ix_requests_village_open", "village_id", postgresql_where=_OPEN_REQUEST),
+        Index("ix_requests_due", "due_at", postgresql_where=_OPEN_REQUEST),
+        Index("ix_requests_villager", "villager_id", "id"),
+        Index("ix_requests_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    draft_id: Mapped[str] = mapped_column(String(32), unique=True)
+    villager_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    village_id: Mapped[int] = mapped_column(ForeignKey("villages.id"))
+    officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
+    supervisor_id: Mapped[int | None] = mapped_column(ForeignKey("supervisors.id"))
+    category: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(Text)
+    latitude: Mapped[float | None] = mapped_column(Double)
+    longitude: Mapped[float | None] = mapped_column(Double)
+    anonymous: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    status: Mapped[str] = mapped_column(String(16), server_default=RequestStatus.NEW.value)
+    # The department it was last forwarded to.
+    department: Mapped[str | None] = mapped_column(String(64))
+    rating: Mapped[int | None] = mapped_column(SmallInteger)
+    # The pending deadline that falls due first, and which clock it is (None: none pending).
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    due_clock: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class RequestEvent(Base):
+    """One line of a request's history: who did what, when; messages carry their text and
+    photos (Telegram file ids), which is what is relayed to the other side."""
+
+    __tablename__ = "request_events"
+    __table_args__ = (
+        CheckConstraint(_one_of("event", Event), name="event"),
+        CheckConstraint(_one_of("actor", Actor), name="actor"),
+        CheckConstraint("rating BETWEEN 1 AND 5", name="rating"),
+        Index("ix_request_events_request", "request_id", "id"),
+        # A villager's recent messages, for the per-minute limit.
+        Index(
+            "ix_request_events_villager_recent",
+            "user_id",
+            "at",
+            postgresql_where=text("event IN ('created', 'villager_message')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    event: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(16))
+    # The Telegram account that caused it (NULL for the system); never shown to the other side.
+    user_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The officer or supervisor who acted; for `reassigned`, the new handler.
+    officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
+    supervisor_id: Mapped[int | None] = mapped_column(ForeignKey("supervisors.id"))
+    body: Mapped[str | None] = mapped_column(Text)
+    # [[file_id, file_unique_id], ...]
+    photos: Mapped[list[list[str]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    department: Mapped[str | None] = mapped_column(String(64))
+    rating: Mapped[int | None] = mapped_column(SmallInteger)
 
 
 class BotMeta(Base):

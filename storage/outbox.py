@@ -28,10 +28,15 @@ from sqlalchemy.orm import aliased
 from storage.models import OutboxMessage, User
 
 CHANNEL = "outbox"
-METHODS = ("sendMessage", "sendPhoto", "sendDocument")
-# The parameter each method cannot do without; `text=` fills it for sendMessage and the
-# caption otherwise.
-_REQUIRED = {"sendMessage": "text", "sendPhoto": "photo", "sendDocument": "document"}
+METHODS = ("sendMessage", "sendPhoto", "sendDocument", "sendLocation")
+# The parameters each method cannot do without; `text=` fills the text of sendMessage and
+# the caption of the others.
+_REQUIRED = {
+    "sendMessage": ("text",),
+    "sendPhoto": ("photo",),
+    "sendDocument": ("document",),
+    "sendLocation": ("latitude", "longitude"),
+}
 
 PENDING, SENT, FAILED, BLOCKED = "pending", "sent", "failed", "blocked"
 # How long a claimed message is hidden from other workers while it is being sent.
@@ -87,10 +92,12 @@ async def enqueue(
     if "chat_id" in params:
         raise ValueError("chat_id is given as its own argument, not in the payload")
     if text is not None:
+        if method == "sendLocation":
+            raise ValueError("sendLocation has no text")
         params["text" if method == "sendMessage" else "caption"] = text
-    required = _REQUIRED[method]
-    if not params.get(required):
-        raise ValueError(f"{method} needs {required}")
+    for required in _REQUIRED[method]:
+        if params.get(required) in (None, ""):
+            raise ValueError(f"{method} needs {required}")
     values: dict[str, Any] = {
         "chat_id": chat_id,
         "method": method,

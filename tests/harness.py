@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -30,8 +31,14 @@ class FixedClock:
 class Chat:
     """One bot instance and helpers to talk to it as simulated users."""
 
-    def __init__(self, server: BotApiServer, bot: Bot, dp: Dispatcher, clock: FixedClock) -> None:
-        self.server, self.bot, self.dp, self.clock = server, bot, dp, clock
+    def __init__(
+        self, server: BotApiServer, bot: Bot, dp: Dispatcher, clock: FixedClock, tz: ZoneInfo
+    ) -> None:
+        self.server, self.bot, self.dp, self.clock, self.tz = server, bot, dp, clock, tz
+
+    def today(self) -> date:
+        """The county's date on the bot's clock (not the UTC date, which differs at night)."""
+        return self.clock().astimezone(self.tz).date()
 
     async def feed(self, update: dict[str, Any]) -> Any:
         return await self.dp.feed_update(
@@ -82,8 +89,9 @@ async def running_chat(
     await server.reset()
     clock = FixedClock(datetime.now(UTC))
     bot = Bot(DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(server.url)))
-    dp = build_dispatcher(make_settings(**settings), sessions, clock=clock)
+    values = make_settings(**settings)
+    dp = build_dispatcher(values, sessions, clock=clock)
     try:
-        yield Chat(server, bot, dp, clock)
+        yield Chat(server, bot, dp, clock, values.tz)
     finally:
         await bot.session.close()

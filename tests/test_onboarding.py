@@ -58,12 +58,23 @@ async def test_officer_joins_with_invite(
     assert "王警官" in text and "012345" in text and "张庄村" in text and "李庄村" in text
     assert chat.keyboard_labels(officer) == [
         ZH(f"button.{name}")
-        for name in ("visit", "hazard", "me", "hazards", "absence", "villages", "help", "language")
+        for name in (
+            "visit",
+            "hazard",
+            "requests",
+            "me",
+            "hazards",
+            "absence",
+            "villages",
+            "help",
+            "language",
+        )
     ]
     commands = [c["command"] for c in chat.server.visible_commands(officer)]
     assert commands == [
         "visit",
         "hazard",
+        "requests",
         "me",
         "hazards",
         "absence",
@@ -162,7 +173,7 @@ async def test_villager_joins_confirms_and_shares_phone(
     await chat.say(villager, "/village")
     await chat.send(await chat.server.send_contact(villager, "+8613800000000"))
     assert chat.last_text(villager) == ZH("join.phone_saved")
-    assert chat.keyboard_labels(villager)[0] == ZH("button.village")
+    assert chat.keyboard_labels(villager)[0] == ZH("button.request")
 
     user = await _user(sessions, villager.id)
     assert user is not None and (user.role, user.phone) == (Role.VILLAGER, "+8613800000000")

@@ -122,7 +122,7 @@ async def test_single_village_skips_the_village_step_in_english(
     await chat.click(officer, EN("flow.submit"))
     assert "1 of 4 days" in chat.last_text(officer)
     [report] = await _reports(sessions)
-    assert report.visit_date == chat.clock().date() - timedelta(days=1)
+    assert report.visit_date == chat.today() - timedelta(days=1)
     assert (report.latitude, report.distance_m) == (None, None)
 
 
@@ -137,10 +137,10 @@ async def test_wrong_input_at_every_step_keeps_the_step(
 
     await chat.say(officer, "someday")
     assert chat.last_text(officer) == EN("visit.bad_date")
-    future = (chat.clock().date() + timedelta(days=1)).isoformat()
+    future = (chat.today() + timedelta(days=1)).isoformat()
     await chat.say(officer, future)
     assert chat.last_text(officer) == EN("visit.date_future")
-    old = (chat.clock().date() - timedelta(days=30)).isoformat()
+    old = (chat.today() - timedelta(days=30)).isoformat()
     await chat.say(officer, old)
     assert chat.last_text(officer) == EN("visit.date_too_old", days=7)
     await chat.send(await chat.server.send_photo(officer))

@@ -2,8 +2,17 @@
 
 from aiogram import Router
 
-from bot.flows import absence, hazard, visit
-from bot.handlers import common, fallback, me, membership, onboarding, profile, supervisor
+from bot.flows import absence, hazard, request, visit
+from bot.handlers import (
+    common,
+    fallback,
+    inbox,
+    me,
+    membership,
+    onboarding,
+    profile,
+    supervisor,
+)
 
 
 def get_routers() -> list[Router]:
@@ -20,6 +29,8 @@ def get_routers() -> list[Router]:
         visit.build_router(),
         hazard.build_router(),
         absence.build_router(),
+        request.build_router(),
+        inbox.build_router(),
         me.build_router(),
         supervisor.build_router(),
         fallback.build_router(),
