@@ -324,16 +324,24 @@ async def to_villager(
     settings: Settings,
     *,
     with_rating: bool = False,
-    **values: object,
+    department: str | None = None,
+    text: str | None = None,
 ) -> None:
-    """A status change told to the villager: `request_note.<key>` with the handler as
-    {who}; a resolution also asks for a rating."""
+    """A status change told to the villager: `request_note.<key>` with the handler as {who},
+    the department (a code, named in the villager's language) and the officer's `text`; a
+    resolution also asks for a rating."""
 
     def compose(t: Translator) -> tuple[str, Any]:
-        text = t(f"request_note.{key}", ref=request.ref, who=handler_label(t, request), **values)
+        message = t(
+            f"request_note.{key}",
+            ref=request.ref,
+            who=handler_label(t, request),
+            department=t(f"department.{department}") if department else "",
+            text=text or "",
+        )
         if with_rating:
-            text += "\n\n" + t("request_note.rate")
-        return text, villager_keyboard(t, request, details=True)
+            message += "\n\n" + t("request_note.rate")
+        return message, villager_keyboard(t, request, details=True)
 
     await tell(
         session,

@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import build_dispatcher
 from bot.settings import Settings
+from core.clock import system_clock
+from scheduler.outbox import OutboxWorker
 from tests.botapi import DEFAULT_TOKEN, BotApiServer, SimUser
 
 
@@ -28,13 +30,35 @@ class FixedClock:
         return self.now
 
 
+async def _no_listener() -> Any:
+    raise AssertionError("Chat.deliver runs single passes; nothing listens")
+
+
 class Chat:
     """One bot instance and helpers to talk to it as simulated users."""
 
     def __init__(
-        self, server: BotApiServer, bot: Bot, dp: Dispatcher, clock: FixedClock, tz: ZoneInfo
+        self,
+        server: BotApiServer,
+        bot: Bot,
+        dp: Dispatcher,
+        clock: FixedClock,
+        tz: ZoneInfo,
+        sessions: async_sessionmaker[AsyncSession],
     ) -> None:
         self.server, self.bot, self.dp, self.clock, self.tz = server, bot, dp, clock, tz
+        # The real delivery worker, at test speed, on the real clock (the outbox's due times
+        # come from the database's clock).
+        self.outbox = OutboxWorker(
+            bot, sessions, _no_listener, clock=system_clock, global_rate=1000, chat_rate=30
+        )
+
+    async def deliver(self) -> int:
+        """Send everything the outbox holds now, as the delivery worker would; how many."""
+        sent = 0
+        while claimed := await self.outbox.run_once():
+            sent += claimed
+        return sent
 
     def today(self) -> date:
         """The county's date on the bot's clock (not the UTC date, which differs at night)."""
@@ -92,6 +116,6 @@ async def running_chat(
     values = make_settings(**settings)
     dp = build_dispatcher(values, sessions, clock=clock)
     try:
-        yield Chat(server, bot, dp, clock, values.tz)
+        yield Chat(server, bot, dp, clock, values.tz, sessions)
     finally:
         await bot.session.close()
