@@ -122,25 +122,25 @@ def event_line(
     return line
 
 
-def _history_lines(
-    t: Translator, events: Sequence[EventView], tz: zoneinfo.ZoneInfo, *, for_villager: bool
-) -> list[str]:
-    shown = list(events[-HISTORY_SHOWN:])
-    lines = [t("request.history_title")]
-    if len(events) > len(shown):
-        lines.append(t("request.history_more", count=len(events) - len(shown)))
-    lines += [event_line(t, e, tz, for_villager=for_villager) for e in shown]
-    return lines
-
-
-def _fit(lines: list[str], keep: int) -> str:
-    """Join lines into one message; drop history lines after `keep` from the top when too
-    long (the newest entries are at the end and stay)."""
-    text = "\n".join(lines)
-    while len(text) > MAX_MESSAGE and len(lines) > keep + 1:
-        del lines[keep + 1]
-        text = "\n".join(lines)
-    return text[:MAX_MESSAGE]
+def _with_history(
+    t: Translator,
+    head: list[str],
+    events: Sequence[EventView],
+    tz: zoneinfo.ZoneInfo,
+    *,
+    for_villager: bool,
+) -> str:
+    """The head, then the newest history entries that fit in one message (at most
+    HISTORY_SHOWN); the older ones are counted in one line."""
+    lines = [event_line(t, e, tz, for_villager=for_villager) for e in events]
+    shown = min(len(lines), HISTORY_SHOWN)
+    while True:
+        hidden = len(lines) - shown
+        more = [t("request.history_more", count=hidden)] if hidden else []
+        text = "\n".join([*head, t("request.history_title"), *more, *lines[hidden:]])
+        if len(text) <= MAX_MESSAGE or shown == 0:
+            return text[:MAX_MESSAGE]
+        shown -= 1
 
 
 def handler_card(
@@ -164,9 +164,7 @@ def handler_card(
     lines += _common_fields(t, request, tz)
     if request.is_open:
         lines.append(deadline_text(t, state, now, tz))
-    head = len(lines)
-    lines += _history_lines(t, events, tz, for_villager=False)
-    return _fit(lines, head)
+    return _with_history(t, lines, events, tz, for_villager=False)
 
 
 def villager_card(
@@ -179,9 +177,7 @@ def villager_card(
         t("request.field_handler", who=handler_label(t, request)),
         *_common_fields(t, request, tz),
     ]
-    head = len(lines)
-    lines += _history_lines(t, events, tz, for_villager=True)
-    return _fit(lines, head)
+    return _with_history(t, lines, events, tz, for_villager=True)
 
 
 def _common_fields(t: Translator, request: RequestView, tz: zoneinfo.ZoneInfo) -> list[str]:

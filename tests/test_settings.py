@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from bot.settings import DEFAULT_API_URL, SettingsError, load_settings
@@ -11,6 +13,8 @@ ENV = [
     "WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_HOST", "WEBHOOK_PORT", "BOT_USERNAME",
     "INVITE_TTL_DAYS", "QUOTA_PROFILE", "VISIT_BACKDATE_DAYS", "LOCATION_RADIUS_M",
     "HAZARD_REINSPECTION_DAYS", "DEPARTMENTS", "OUTBOX_GLOBAL_RATE", "OUTBOX_CHAT_RATE",
+    "REQUEST_ACK_HOURS", "REQUEST_ANSWER_HOURS", "DEPARTMENT_ANSWER_HOURS", "REQUEST_MAX_OPEN",
+    "VILLAGER_MESSAGES_PER_MINUTE",
 ]  # fmt: skip
 
 
@@ -33,6 +37,24 @@ def test_defaults() -> None:
     assert settings.quota_profile == "xi" and settings.visit_backdate_days == 7
     assert settings.location_radius_m == 2000 and settings.hazard_reinspection_days == 7
     assert "township_government" in settings.department_codes
+    assert (settings.deadlines.ack, settings.deadlines.answer) == (
+        timedelta(hours=24),
+        timedelta(days=3),
+    )
+    assert settings.deadlines.department == timedelta(days=7)
+    assert (settings.limits.max_open, settings.limits.messages_per_minute) == (5, 10)
+
+
+def test_request_deadlines_and_limits_are_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REQUEST_ACK_HOURS", "12")
+    monkeypatch.setenv("REQUEST_ANSWER_HOURS", "48")
+    monkeypatch.setenv("REQUEST_MAX_OPEN", "2")
+    settings = load_settings()
+    assert (settings.deadlines.ack, settings.deadlines.answer) == (
+        timedelta(hours=12),
+        timedelta(hours=48),
+    )
+    assert settings.limits.max_open == 2
 
 
 def test_reads_dotenv_file(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,6 +86,8 @@ def test_environment_wins_over_dotenv(monkeypatch: pytest.MonkeyPatch) -> None:
         ("DEPARTMENTS", "health,ministry_of_magic", "unknown department ministry_of_magic"),
         ("QUOTA_PROFILE", "mars", "QUOTA_PROFILE is invalid"),
         ("VISIT_BACKDATE_DAYS", "-1", "VISIT_BACKDATE_DAYS is invalid"),
+        ("REQUEST_ACK_HOURS", "0", "REQUEST_ACK_HOURS is invalid"),
+        ("VILLAGER_MESSAGES_PER_MINUTE", "lots", "VILLAGER_MESSAGES_PER_MINUTE is invalid"),
     ],
 )
 def test_bad_values_give_one_line(
