@@ -666,3 +666,30 @@ async def handler_accounts(session: AsyncSession, request: RequestView) -> list[
         return await station_supervisor_accounts(session, request.station_id)
     assert request.supervisor_id is not None
     return await supervisor_accounts(session, [request.supervisor_id])
+
+
+# --------------------------------------------------------------------------- villager's side
+
+
+async def request_for_draft(
+    session: AsyncSession, *, draft_id: str, villager_id: int
+) -> int | None:
+    """The request a villager's draft was stored as, if it was submitted already."""
+    return await session.scalar(
+        select(Request.id).where(Request.draft_id == draft_id, Request.villager_id == villager_id)
+    )
+
+
+async def add_event_photos(
+    session: AsyncSession, *, event_id: int, photos: Photos, body: str | None = None
+) -> None:
+    """More photos for a message already recorded: Telegram delivers an album one photo per
+    update, and its photos belong to the one message they were sent as. A caption fills the
+    event's text when it had none."""
+    event = await session.get(RequestEvent, event_id, with_for_update=True)
+    if event is None:
+        raise LookupError(f"no request event {event_id}")
+    event.photos = [*event.photos, *([p[0], p[1]] for p in photos)]
+    if body and not event.body:
+        event.body = body
+    await session.flush()
