@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.i18n import Translator
 from bot.notify import tell
-from bot.texts import MAX_MESSAGE
+from bot.texts import MAX_MESSAGE, shorten
 from core.requests import (
     Actor,
     ClockStatus,
@@ -49,11 +49,6 @@ def span(t: Translator, delta: timedelta) -> str:
     return t("request.span_minutes", minutes=minutes)
 
 
-def shorten(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 def deadline_text(t: Translator, state: DeadlineState, now: datetime, tz: zoneinfo.ZoneInfo) -> str:
     """The deadline that matters now: the first one due, else a paused clock, else none."""
     urgent = most_urgent(state)
@@ -64,10 +59,17 @@ def deadline_text(t: Translator, state: DeadlineState, now: datetime, tz: zonein
     clock, due = urgent
     label = t(f"request_clock.{clock.value}")
     if due < now:
-        return t(
+        line = t(
             "request.deadline_overdue", clock=label, due=when(due, tz), late=span(t, now - due)
         )
-    return t("request.deadline_running", clock=label, due=when(due, tz), left=span(t, due - now))
+    else:
+        line = t(
+            "request.deadline_running", clock=label, due=when(due, tz), left=span(t, due - now)
+        )
+    if state.answer.status is ClockStatus.PAUSED:
+        # The department's clock stands for the request; say why the officer's is not shown.
+        line += "\n" + t("request.deadline_paused")
+    return line
 
 
 def officer_label(t: Translator, name: str | None) -> str:

@@ -8,7 +8,7 @@ Every id a button carries is re-checked on the server against the presser's righ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiogram.filters.callback_data import CallbackData
@@ -255,8 +255,10 @@ async def reply_to_villager(
     body: str | None,
     photos: Sequence[tuple[str, str]],
     settings: Settings,
+    who: Callable[[Translator], str] | None = None,
 ) -> None:
-    """The officer's reply, relayed to the villager as a copy from "Officer <name>"."""
+    """The officer's reply, relayed to the villager as a copy from "Officer <name>" (or from
+    `who`: a supervisor who stepped in)."""
     await _relay(
         session,
         request.villager_id,
@@ -266,7 +268,7 @@ async def reply_to_villager(
         settings=settings,
         text_key="request_note.reply",
         photo_key="request_note.reply_photo",
-        who=lambda t: handler_label(t, request),
+        who=who or (lambda t: handler_label(t, request)),
         keyboard=lambda t: villager_keyboard(t, request, details=True),
     )
 
@@ -326,16 +328,17 @@ async def to_villager(
     with_rating: bool = False,
     department: str | None = None,
     text: str | None = None,
+    who: Callable[[Translator], str] | None = None,
 ) -> None:
-    """A status change told to the villager: `request_note.<key>` with the handler as {who},
-    the department (a code, named in the villager's language) and the officer's `text`; a
-    resolution also asks for a rating."""
+    """A status change told to the villager: `request_note.<key>` with the handler (or `who`,
+    a supervisor who stepped in) as {who}, the department (a code, named in the villager's
+    language) and the officer's `text`; a resolution also asks for a rating."""
 
     def compose(t: Translator) -> tuple[str, Any]:
         message = t(
             f"request_note.{key}",
             ref=request.ref,
-            who=handler_label(t, request),
+            who=who(t) if who else handler_label(t, request),
             department=t(f"department.{department}") if department else "",
             text=text or "",
         )
