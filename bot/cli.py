@@ -1,5 +1,5 @@
-"""The `villagebeat` command. Only `run` imports aiogram (seconds of start-up); the rest
-answer in well under two seconds."""
+"""The `villagebeat` command. Only `run` and `worker` import aiogram (seconds of start-up);
+the rest answer in well under two seconds."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from bot.settings import Settings
+    from storage.directory import AfterImport, ImportReport
 
 
 class CommandError(Exception):
@@ -32,6 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the bot (migrates the database first)")
     run.set_defaults(handler=_run)
+    worker = commands.add_parser(
+        "worker",
+        help="outbox delivery, photo downloads and housekeeping, without the bot",
+        description="The background work of `run` without receiving updates, for deployments "
+        "that run the bot and the background work as separate processes. Migrates the "
+        "database first; needs BOT_TOKEN; stops on SIGTERM or SIGINT.",
+    )
+    worker.set_defaults(handler=_worker)
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(
@@ -86,11 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export",
-        help="a month of visit reports or hazards as CSV or XLSX",
-        description="CSV is UTF-8 with a BOM; XLSX has real dates and numbers. Times are in "
-        "the county's time zone (TIMEZONE). The file is replaced only by a complete export.",
+        help="a month of visit reports, hazards or villagers' requests as CSV or XLSX",
+        description="CSV is UTF-8 with a BOM, yes/no for true/false; XLSX has real dates, "
+        "numbers and booleans. Times are in the county's time zone (TIMEZONE). The file is "
+        "replaced only by a complete export.",
     )
-    export.add_argument("kind", choices=["visits", "hazards"], help="what to export")
+    export.add_argument("kind", choices=["visits", "hazards", "requests"], help="what to export")
     export.add_argument("--month", required=True, metavar="YYYY-MM", help="the calendar month")
     export.add_argument("--station", metavar="CODE", help="only this station's villages")
     export.add_argument("--format", required=True, choices=["csv", "xlsx"], help="file format")
@@ -125,6 +141,16 @@ def _run(args: argparse.Namespace) -> int:
     from bot.serve import serve  # aiogram: seconds to import, so only once settings are good
 
     return asyncio.run(serve(settings))
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from bot.settings import load_settings
+
+    settings = load_settings()
+    settings.require_token()
+    from bot.serve import work  # aiogram, as for `run`: only once settings are good
+
+    return asyncio.run(work(settings))
 
 
 def _with_database(work: Callable[[Any, Any], Coroutine[Any, Any, Any]]) -> Any:
@@ -169,8 +195,12 @@ def _import_directory(args: argparse.Namespace) -> None:
     if not args.file.is_file():
         raise CommandError(f"{args.file}: no such file")
 
+    moves = RequestMoves()
+
     async def work(db: Any, settings: Any) -> Any:
-        return await import_directory(db.sessions, args.file)
+        return await import_directory(
+            db.sessions, args.file, after=move_requests_after_import(settings, moves)
+        )
 
     try:
         report = _with_database(work)
@@ -179,8 +209,64 @@ def _import_directory(args: argparse.Namespace) -> None:
             where = f"line {problem.line}: " if problem.line is not None else ""
             print(f"{args.file}: {where}{problem.message}", file=sys.stderr)
         raise CommandError(f"{len(exc.problems)} problem(s) found; nothing was imported") from None
-    for line in report.lines():
+    for line in [*report.lines(), *moves.lines()]:
         print(line)
+
+
+@dataclass
+class RequestMoves:
+    """What an import did to villagers' open requests, for its summary."""
+
+    to_officer: int = 0
+    to_supervisor: int = 0
+    stranded: int = 0
+    notes: int = 0
+
+    def lines(self) -> list[str]:
+        lines = []
+        if self.to_officer:
+            lines.append(f"open requests moved to their new officer: {self.to_officer}")
+        if self.to_supervisor:
+            lines.append(f"open requests moved to a supervisor: {self.to_supervisor}")
+        if self.stranded:
+            lines.append(
+                f"open requests with nobody to handle them: {self.stranded}"
+                " (no officer in the village, no supervisor for its station or the county)"
+            )
+        return lines
+
+
+def move_requests_after_import(settings: Settings, moves: RequestMoves) -> AfterImport:
+    """The import's hook: the open requests of villages whose officers changed go to whoever
+    their route leads to now, with notes to both handlers and the villager, in the import's
+    transaction. `moves` collects the counts."""
+
+    async def after(session: AsyncSession, report: ImportReport) -> None:
+        from bot.request_texts import note_reassignments
+        from core.clock import system_clock
+        from core.requests import RouteKind
+        from storage.requests import reroute_open_requests, village_ids_by_code
+
+        # A post filled for the first time counts too: the village's requests were with a
+        # supervisor until now.
+        codes = {r.village_code for r in report.reassignments}
+        if not codes:
+            return
+        rerouting = await reroute_open_requests(
+            session,
+            village_ids=await village_ids_by_code(session, codes),
+            now=system_clock(),
+            config=settings.deadlines,
+        )
+        officers = sum(m.new.kind is RouteKind.OFFICER for m in rerouting.moved)
+        moves.to_officer += officers
+        moves.to_supervisor += len(rerouting.moved) - officers
+        moves.stranded += len(rerouting.stranded)
+        moves.notes += await note_reassignments(
+            session, rerouting, default_locale=settings.default_locale
+        )
+
+    return after
 
 
 def _invite_officer(args: argparse.Namespace) -> None:

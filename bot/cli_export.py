@@ -1,13 +1,15 @@
-"""`villagebeat export`: a month of visits or hazards as CSV or XLSX (no aiogram here)."""
+"""`villagebeat export`: a month of visits, hazards or requests as CSV or XLSX (no aiogram
+here)."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,7 +37,19 @@ class ExportKind:
 KINDS: dict[str, ExportKind] = {
     "visits": ExportKind(exports.VISIT_COLUMNS, exports.visit_rows, "visit", "visits"),
     "hazards": ExportKind(exports.HAZARD_COLUMNS, exports.hazard_rows, "hazard", "hazards"),
+    "requests": ExportKind(exports.REQUEST_COLUMNS, exports.request_rows, "request", "requests"),
 }
+
+
+def rows_query(kind: str, settings: Any) -> RowsQuery:
+    """The kind's query; requests' *_met columns are judged against the deadlines in force,
+    as of the time of the export."""
+    if kind == "requests":
+        return functools.partial(
+            exports.request_rows, now=datetime.now(UTC), deadlines=settings.deadlines
+        )
+    return KINDS[kind].rows
+
 
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$", re.ASCII)
 
@@ -73,7 +87,7 @@ def run_export(args: argparse.Namespace) -> None:
     async def work(db: Any, settings: Any) -> list[exports.Row]:
         async with db.sessions() as session:
             try:
-                return await kind.rows(
+                return await rows_query(args.kind, settings)(
                     session, month=month, station_code=args.station, tz=settings.timezone
                 )
             except exports.UnknownStationError as exc:

@@ -1,10 +1,14 @@
-"""`villagebeat run`: migrate, then receive updates until SIGTERM or SIGINT."""
+"""`villagebeat run` and `villagebeat worker`: migrate, introduce the bot, start the
+background work, then receive updates (`run`) or only wait (`worker`) until SIGTERM or
+SIGINT. Both share one set-up, so the two kinds of process never drift apart."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from aiogram import Bot
@@ -19,7 +23,7 @@ from bot.settings import Settings
 from core.clock import system_clock
 from scheduler.media import MediaDownloader
 from scheduler.outbox import OutboxWorker
-from storage.db import open_database
+from storage.db import Database, open_database
 from storage.meta import BOT_USERNAME, set_meta
 from storage.migrate import upgrade
 from storage.updates import prune_processed
@@ -66,7 +70,68 @@ async def _housekeeping(sessions: async_sessionmaker[AsyncSession], stop: asynci
         await sleep_unless_stopped(stop, HOUSEKEEPING_INTERVAL)
 
 
+@dataclass(frozen=True)
+class Running:
+    """What the shared set-up hands to the process's own work."""
+
+    settings: Settings
+    db: Database
+    bot: Bot
+    me: TelegramUser
+    stop: asyncio.Event  # set on SIGTERM or SIGINT
+
+
 async def serve(settings: Settings) -> int:
+    """`villagebeat run`: receive updates, with the background work alongside."""
+    return await _run_with(settings, _receive_updates)
+
+
+async def work(settings: Settings) -> int:
+    """`villagebeat worker`: the background work only; no updates are received."""
+    return await _run_with(settings, _until_stopped)
+
+
+def start_background(
+    bot: Bot, db: Database, settings: Settings, stop: asyncio.Event
+) -> list[asyncio.Task[None]]:
+    """The background work both `run` and `worker` do, each loop ending when `stop` is set.
+    Several processes may run it against one database: each claims its own rows."""
+    downloader = MediaDownloader(bot, db.sessions, settings.data_dir / "media", clock=system_clock)
+    outbox = OutboxWorker(
+        bot,
+        db.sessions,
+        db.engine,
+        clock=system_clock,
+        global_rate=settings.outbox_global_rate,
+        chat_rate=settings.outbox_chat_rate,
+    )
+    log.info("background work: outbox delivery, photo downloads, housekeeping")
+    return [
+        asyncio.create_task(_housekeeping(db.sessions, stop)),
+        asyncio.create_task(downloader.run(stop)),
+        asyncio.create_task(outbox.run(stop)),
+    ]
+
+
+async def _receive_updates(running: Running) -> None:
+    bot, settings, db = running.bot, running.settings, running.db
+    await set_default_commands(bot, settings.default_locale)
+    dp = build_dispatcher(settings, db.sessions)
+    log.info("running as @%s", running.me.username)
+    if settings.webhook_url:
+        await run_webhook(bot, dp, settings, db.engine, running.stop)
+    else:
+        await run_polling(bot, dp, running.stop)
+
+
+async def _until_stopped(running: Running) -> None:
+    log.info("worker running as @%s; not receiving updates", running.me.username)
+    await running.stop.wait()
+
+
+async def _run_with(settings: Settings, main: Callable[[Running], Awaitable[None]]) -> int:
+    """Migrate, introduce the bot (a refused token ends the run with 1), start the
+    background work, run `main` until it returns or a signal comes, then wind down."""
     configure_logging(settings.log_level)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -87,30 +152,9 @@ async def serve(settings: Settings) -> int:
                 return 0
             async with db.sessions() as session, session.begin():
                 await set_meta(session, f"{BOT_USERNAME}:{me.id}", me.username or "")
-            await set_default_commands(bot, settings.default_locale)
-            dp = build_dispatcher(settings, db.sessions)
-            log.info("running as @%s", me.username)
-            downloader = MediaDownloader(
-                bot, db.sessions, settings.data_dir / "media", clock=system_clock
-            )
-            outbox = OutboxWorker(
-                bot,
-                db.sessions,
-                db.engine,
-                clock=system_clock,
-                global_rate=settings.outbox_global_rate,
-                chat_rate=settings.outbox_chat_rate,
-            )
-            background = [
-                asyncio.create_task(_housekeeping(db.sessions, stop)),
-                asyncio.create_task(downloader.run(stop)),
-                asyncio.create_task(outbox.run(stop)),
-            ]
+            background = start_background(bot, db, settings, stop)
             try:
-                if settings.webhook_url:
-                    await run_webhook(bot, dp, settings, db.engine, stop)
-                else:
-                    await run_polling(bot, dp, stop)
+                await main(Running(settings, db, bot, me, stop))
             finally:
                 stop.set()
                 await asyncio.gather(*background, return_exceptions=True)

@@ -10,7 +10,7 @@ import csv
 import io
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -198,15 +198,26 @@ class ImportReport:
         return lines
 
 
-async def import_directory(sessions: async_sessionmaker[AsyncSession], path: Path) -> ImportReport:
+# Runs in the import's transaction once the directory is applied: what follows from the
+# changes (moving villagers' requests) commits with them or not at all. storage cannot
+# import bot, so the caller passes it in.
+AfterImport = Callable[[AsyncSession, "ImportReport"], Awaitable[None]]
+
+
+async def import_directory(
+    sessions: async_sessionmaker[AsyncSession], path: Path, *, after: AfterImport | None = None
+) -> ImportReport:
     """Read, check and apply `path` in one transaction: on any problem nothing is applied."""
     directory = parse_directory(read_directory_file(path))
     async with sessions() as session, session.begin():
-        return await apply_directory(session, directory)
+        return await apply_directory(session, directory, after=after)
 
 
-async def apply_directory(session: AsyncSession, directory: Directory) -> ImportReport:
-    """Upsert the directory in the caller's transaction (flushes, never commits)."""
+async def apply_directory(
+    session: AsyncSession, directory: Directory, *, after: AfterImport | None = None
+) -> ImportReport:
+    """Upsert the directory in the caller's transaction (flushes, never commits), then run
+    `after` in that transaction."""
     await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": IMPORT_LOCK})
     station_ids, stations = await _upsert(
         session, _STATIONS, {s.code: (s.name,) for s in directory.stations}
@@ -226,7 +237,10 @@ async def apply_directory(session: AsyncSession, directory: Directory) -> Import
         session, directory, village_ids=village_ids, officer_ids=officer_ids
     )
     await session.flush()
-    return ImportReport(stations, villages, officers, assignments, removed, reassignments)
+    report = ImportReport(stations, villages, officers, assignments, removed, reassignments)
+    if after is not None:
+        await after(session, report)
+    return report
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Monthly exports for the county office: one query per export, written as CSV or XLSX.
 
-Rows are tuples of plain values in the order of the export's columns: `int`, `float`,
-`Decimal`, `str`, `date`, `datetime` (aware, in the county's time zone) or `None`. The
-writers decide how each type looks in a CSV cell or an Excel cell, so a later digest can
+Rows are tuples of plain values in the order of the export's columns: `bool`, `int`,
+`float`, `Decimal`, `str`, `date`, `datetime` (aware, in the county's time zone) or `None`.
+The writers decide how each type looks in a CSV cell or an Excel cell, so a later digest can
 attach the very same spreadsheet."""
 
 from __future__ import annotations
@@ -24,7 +24,26 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.activities import ORDER
-from storage.models import Hazard, Officer, Photo, Station, Village, VisitActivity, VisitReport
+from core.requests import (
+    DEFAULT_DEADLINES,
+    Clock,
+    DeadlineConfig,
+    Event,
+    deadline_state,
+    timeline_of,
+    was_met,
+)
+from storage.models import (
+    Hazard,
+    Officer,
+    Photo,
+    Request,
+    Station,
+    Village,
+    VisitActivity,
+    VisitReport,
+)
+from storage.requests import histories, reference
 
 VISIT_COLUMNS = (
     "report_id",
@@ -60,6 +79,26 @@ HAZARD_COLUMNS = (
     "due_at",
     "closed_at",
     "closed_how",
+)
+
+REQUEST_COLUMNS = (
+    "request_id",
+    "village_code",
+    "village_name",
+    "station_code",
+    "officer_badge",
+    "category",
+    "status",
+    "anonymous",
+    "created_at",
+    "acknowledged_at",
+    "answered_at",
+    "resolved_at",
+    "department",
+    "rating",
+    "ack_met",
+    "answer_met",
+    "department_met",
 )
 
 # The activity list in the specification's order; `activities` cells follow it.
@@ -170,8 +209,7 @@ async def hazard_rows(
     order, by report time then id. `photos` counts the evidence photos, not the after ones."""
     await _check_station(session, station_code)
     zone = zoneinfo.ZoneInfo(tz)
-    start = datetime.combine(month_start(month), datetime.min.time(), zone)
-    end = datetime.combine(next_month(month), datetime.min.time(), zone)
+    start, end = _month_bounds(month, zone)
     photos = (
         select(func.count())
         .select_from(Photo)
@@ -205,13 +243,95 @@ async def hazard_rows(
     return [(*row[:11], *(_local(stamp, zone) for stamp in row[11:14]), row[14]) for row in raw]
 
 
+def _month_bounds(month: date, zone: zoneinfo.ZoneInfo) -> tuple[datetime, datetime]:
+    """The month as an instant range: midnight on the 1st, county time, to the next 1st."""
+    start = datetime.combine(month_start(month), datetime.min.time(), zone)
+    return start, datetime.combine(next_month(month), datetime.min.time(), zone)
+
+
+async def request_rows(
+    session: AsyncSession,
+    *,
+    month: date,
+    station_code: str | None,
+    tz: str,
+    now: datetime | None = None,
+    deadlines: DeadlineConfig = DEFAULT_DEADLINES,
+) -> list[Row]:
+    """The month's villagers' requests (by `created_at` in the county's time zone), in
+    REQUEST_COLUMNS order, by creation time then id. Nothing identifies the villager.
+
+    The times come from each request's history: the first acknowledgement (explicit or
+    implied), the first answer ever given, and when it was resolved or closed (empty while
+    open). The *_met columns judge the deadlines as of `now` (default: the current time):
+    True met, False missed or overdue, None not known yet or never started (the department
+    clock of a request never forwarded). `deadlines` are the ones in force (settings)."""
+    await _check_station(session, station_code)
+    zone = zoneinfo.ZoneInfo(tz)
+    start, end = _month_bounds(month, zone)
+    now = datetime.now(zone) if now is None else now
+    query = (
+        select(
+            Request.id,
+            Village.code,
+            Village.name,
+            Station.code,
+            Officer.badge,
+            Request.category,
+            Request.status,
+            Request.anonymous,
+            Request.department,
+            Request.rating,
+        )
+        .join(Village, Village.id == Request.village_id)
+        .join(Station, Station.id == Village.station_id)
+        .outerjoin(Officer, Officer.id == Request.officer_id)
+        .where(Request.created_at >= start, Request.created_at < end, *_in_station(station_code))
+        .order_by(Request.created_at, Request.id)
+    )
+    raw = (await session.execute(query)).all()
+    events = await histories(session, [row[0] for row in raw])  # one query for all
+    rows: list[Row] = []
+    for request_id, village, village_name, station, badge, *fields in raw:
+        category, status, anonymous, department, rating = fields
+        entries = [e.entry for e in events[request_id]]
+        timeline = timeline_of(entries)
+        answered = next((e.at for e in entries if e.event in (Event.REPLIED, Event.ANSWERED)), None)
+        met = was_met(deadline_state(timeline, now, deadlines))
+        rows.append(
+            (
+                reference(request_id),
+                village,
+                village_name,
+                station,
+                badge,
+                category,
+                status,
+                anonymous,
+                _local(timeline.created_at, zone),
+                _local(timeline.acknowledged_at, zone),
+                _local(answered, zone),
+                _local(timeline.finished_at, zone),
+                department,
+                rating,
+                met[Clock.ACK],
+                met[Clock.ANSWER],
+                met[Clock.DEPARTMENT],
+            )
+        )
+    return rows
+
+
 # --- writers ---------------------------------------------------------------------------
 
 
 def csv_cell(value: Any) -> str:
-    """A value as text: ISO-8601 dates and times (with the UTC offset), '' for NULL."""
+    """A value as text: ISO-8601 dates and times (with the UTC offset), yes/no for a
+    boolean, '' for NULL."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, datetime):
         return value.isoformat(timespec="seconds")
     if isinstance(value, date):

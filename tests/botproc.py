@@ -1,4 +1,4 @@
-"""`villagebeat run` as a child process, for end-to-end tests over HTTP."""
+"""`villagebeat run` (or `worker`) as a child process, for end-to-end tests over HTTP."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ def free_port() -> int:
 
 
 class BotProcess:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, *, command: str = "run") -> None:
         self.env = {**os.environ, **env}
+        self.command = command
         self.data_dir = Path(self.env.get("DATA_DIR", "var"))
         self.log_path = log_path
         self.proc: asyncio.subprocess.Process | None = None
@@ -35,7 +36,7 @@ class BotProcess:
             sys.executable,
             "-m",
             "bot",
-            "run",
+            self.command,
             env=self.env,
             stdout=log,
             stderr=log,

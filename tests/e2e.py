@@ -20,7 +20,7 @@ REPLY_TIMEOUT = 15.0
 
 @asynccontextmanager
 async def bot_process(
-    server: BotApiServer, database_url: str, data_dir: Path, **env: str
+    server: BotApiServer, database_url: str, data_dir: Path, *, command: str = "run", **env: str
 ) -> AsyncIterator[BotProcess]:
     process = BotProcess(
         {
@@ -34,6 +34,7 @@ async def bot_process(
             **env,
         },
         data_dir / "bot.log",
+        command=command,
     )
     await process.start()
     try:

@@ -56,7 +56,7 @@ def test_help_lists_every_command_fast_and_without_aiogram() -> None:
     result = villagebeat("--help")
     elapsed = time.monotonic() - started
     assert result.returncode == 0
-    for command in ("run", "db", "import", "invite", "village-link"):
+    for command in ("run", "worker", "db", "import", "invite", "village-link", "export"):
         assert command in result.stdout
     assert "AIOGRAM-IMPORTED" not in result.stderr
     assert elapsed < 2.0
@@ -66,6 +66,7 @@ def test_help_lists_every_command_fast_and_without_aiogram() -> None:
     "args",
     [
         ["run"],
+        ["worker"],
         ["db"],
         ["db", "upgrade"],
         ["import", "directory"],
@@ -104,11 +105,13 @@ def test_usage_errors_are_one_line(args: list[str], fragment: str) -> None:
         ({"BOT_TOKEN": "1:x", "TIMEZONE": "Nowhere/Land"}, "unknown time zone"),
     ],
 )
+@pytest.mark.parametrize("command", ["run", "worker"])
 def test_run_refuses_bad_settings_in_one_line(
-    env: dict[str, str], fragment: str, tmp_path: Path
+    env: dict[str, str], fragment: str, command: str, tmp_path: Path
 ) -> None:
-    result = villagebeat("run", env=env, cwd=tmp_path)
+    result = villagebeat(command, env=env, cwd=tmp_path)
     assert result.returncode == 1
+    # One line only: the probe's AIOGRAM-IMPORTED would be a second, and settings come first.
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and fragment in lines[0], result.stderr
     assert "Traceback" not in result.stderr
@@ -235,3 +238,28 @@ def test_embedded_database_when_database_url_is_unset(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "no village with code 'V001'" in missing.stderr
     # Stopped on exit: no server is left running on this data directory.
     assert not (tmp_path / "var" / "postgres" / "postmaster.pid").exists()
+
+
+async def test_import_moves_open_requests_and_says_so(
+    db_env: dict[str, str], sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    from tests.test_request_backoffice import (
+        B_CONTACT,
+        C_RESIDENT,
+        handlers,
+        seed_world,
+        write_directory,
+    )
+
+    async with sessions() as s, s.begin():
+        world = await seed_world(s)
+    path = write_directory(tmp_path / "dir.csv", [C_RESIDENT, B_CONTACT])
+    result = villagebeat("import", "directory", str(path), env=db_env)
+    assert result.returncode == 0, result.stderr
+    assert "AIOGRAM-IMPORTED" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert "  V001 resident: 012345 -> 055555" in lines
+    assert lines[-1] == "open requests moved to their new officer: 2"
+    assert await handlers(sessions, world.v001_open) == [(world.new_officer, None)] * 2
+    again = villagebeat("import", "directory", str(path), env=db_env)
+    assert again.returncode == 0 and again.stdout.splitlines()[-1] == "nothing changed"

@@ -9,13 +9,24 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from openpyxl import load_workbook
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from storage import exports
-from storage.models import Hazard, Photo, VisitActivity, VisitReport
+from core.requests import Actor, Event, Routed
+from storage import exports, requests
+from storage.models import (
+    Hazard,
+    Photo,
+    Supervisor,
+    User,
+    Village,
+    VisitActivity,
+    VisitReport,
+)
 from tests.factories import seed_directory
 from tests.test_cli import villagebeat
 
@@ -400,7 +411,7 @@ def test_export_help_offers_only_what_exists() -> None:
     result = villagebeat("export", "--help")
     assert result.returncode == 0
     assert result.stdout.startswith("usage: villagebeat export")
-    assert "{visits,hazards}" in result.stdout and "requests" not in result.stdout
+    assert "{visits,hazards,requests}" in result.stdout and "scores" not in result.stdout
     assert "--month YYYY-MM" in result.stdout and "{csv,xlsx}" in result.stdout
     assert "export" in villagebeat("--help").stdout
 
@@ -478,7 +489,7 @@ def test_export_errors_are_one_line(
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["requests", "--month", "2026-11", "--format", "csv", "--out", "x"], "invalid choice"),
+        (["scores", "--month", "2026-11", "--format", "csv", "--out", "x"], "invalid choice"),
         (["visits", "--month", "2026-11", "--format", "ods", "--out", "x"], "invalid choice"),
         (["visits", "--format", "csv", "--out", "x"], "required: --month"),
     ],
@@ -487,3 +498,261 @@ def test_export_usage_errors(args: list[str], fragment: str) -> None:
     result = villagebeat("export", *args)
     assert result.returncode == 2
     assert fragment in result.stderr and "AIOGRAM-IMPORTED" not in result.stderr
+
+
+# --- villagers' requests ---------------------------------------------------------------
+
+REQUESTS_HEADER = (
+    "request_id,village_code,village_name,station_code,officer_badge,category,status,"
+    "anonymous,created_at,acknowledged_at,answered_at,resolved_at,department,rating,"
+    "ack_met,answer_met,department_met"
+)
+# The time of the export: every deadline of a November request has been decided by then.
+EXPORTED_AT = utc(2026, 12, 10)
+VILLAGER_NAME, VILLAGER_PHONE = "村民甲", "+8613800000000"
+
+
+async def _seed_requests(session: AsyncSession) -> dict[str, int]:
+    """Requests with their histories (times in UTC; Shanghai is 8 hours ahead)."""
+    d = await seed_directory(session)
+    v1, v2, v3 = d.villages
+    # V003 has no officer: its requests go to the county-wide supervisor.
+    session.add(Supervisor(name="县督导", county_wide=True))
+    session.add(User(id=7001, role="villager", first_name=VILLAGER_NAME, phone=VILLAGER_PHONE))
+    await session.flush()
+
+    async def request(
+        village: Village, category: str, at: datetime, *, anonymous: bool = False
+    ) -> int:
+        routed = await requests.route_for_village(session, village.id)
+        assert isinstance(routed, Routed)
+        new = requests.NewRequest(
+            draft_id=f"r{next(_drafts)}",
+            villager_id=7001,
+            village_id=village.id,
+            category=category,
+            body="邻居占用通道",
+            photos=(),
+            latitude=None,
+            longitude=None,
+            anonymous=anonymous,
+            created_at=at,
+        )
+        return (await requests.create_request(session, new, routed)).id
+
+    async def then(request_id: int, event: Event, at: datetime, **fields: Any) -> None:
+        actor = Actor.VILLAGER if event in (Event.REOPENED, Event.RATED) else Actor.OFFICER
+        await requests.record_event(
+            session, request_id=request_id, event=event, actor=actor, now=at, **fields
+        )
+
+    # 00:30 on 1 November in Shanghai, still 31 October in UTC: November. Accepted after
+    # 26 hours (late), answered in time, resolved, reopened, answered and resolved again.
+    late_ack = await request(v1, "dispute", utc(2026, 10, 31, 16, 30))
+    await then(late_ack, Event.ACKNOWLEDGED, utc(2026, 11, 1, 18, 30))
+    await then(late_ack, Event.REPLIED, utc(2026, 11, 2), body="明天上门")
+    await then(late_ack, Event.RESOLVED, utc(2026, 11, 2, 1))
+    await then(late_ack, Event.REOPENED, utc(2026, 11, 3))
+    await then(late_ack, Event.REPLIED, utc(2026, 11, 3, 2), body="再去一次")
+    await then(late_ack, Event.RESOLVED, utc(2026, 11, 3, 3))
+    await then(late_ack, Event.RATED, utc(2026, 11, 3, 4), rating=4)
+    # A first reply exactly 24 hours after it was sent: in time for both clocks.
+    answered = await request(v2, "safety", utc(2026, 11, 5, 1), anonymous=True)
+    await then(answered, Event.REPLIED, utc(2026, 11, 6, 1), body="已安排巡逻")
+    # Five days at the department (in time); the answer clock paused meanwhile: 3 h used.
+    forwarded = await request(v1, "registration", utc(2026, 11, 10))
+    await then(forwarded, Event.ACKNOWLEDGED, utc(2026, 11, 10, 1))
+    await then(forwarded, Event.FORWARDED, utc(2026, 11, 10, 2), department="civil_affairs")
+    await then(forwarded, Event.RETURNED, utc(2026, 11, 15, 2))
+    await then(forwarded, Event.REPLIED, utc(2026, 11, 15, 3), body="证明已开具")
+    # Closed as not a police matter after two days: accepted late, answered in time.
+    closed = await request(v2, "other", utc(2026, 11, 12))
+    await then(closed, Event.CLOSED_NOT_POLICE, utc(2026, 11, 14), body="请找村委会")
+    # Still at the department, past its week: the answer clock is paused (unknown).
+    stuck = await request(v1, "hardship", utc(2026, 11, 20))
+    await then(stuck, Event.FORWARDED, utc(2026, 11, 20, 1), department="civil_affairs")
+    # Nobody did anything: both clocks overdue by the time of the export.
+    overdue = await request(v3, "other", utc(2026, 11, 28))
+    # 23:59 on 31 October and midnight on 1 December in Shanghai.
+    october = await request(v1, "dispute", utc(2026, 10, 31, 15, 59))
+    december = await request(v1, "dispute", utc(2026, 11, 30, 16))
+    return {
+        "late_ack": late_ack,
+        "answered": answered,
+        "forwarded": forwarded,
+        "closed": closed,
+        "stuck": stuck,
+        "overdue": overdue,
+        "october": october,
+        "december": december,
+    }
+
+
+@pytest.fixture
+async def seeded_requests(sessions: async_sessionmaker[AsyncSession]) -> dict[str, int]:
+    async with sessions() as s, s.begin():
+        return await _seed_requests(s)
+
+
+def _ref(request_id: int) -> str:
+    return f"R{request_id:06d}"
+
+
+def _shanghai(month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    """A Shanghai wall-clock time in 2026, as the XLSX holds it (no zone)."""
+    return datetime(2026, month, day, hour, minute)
+
+
+async def test_requests_csv_is_exact(
+    sessions: async_sessionmaker[AsyncSession], seeded_requests: dict[str, int]
+) -> None:
+    r = {k: _ref(v) for k, v in seeded_requests.items()}
+    async with sessions() as s:
+        rows = await exports.request_rows(
+            s, month=NOVEMBER, station_code=None, tz=TZ, now=EXPORTED_AT
+        )
+    data = _csv(exports.REQUEST_COLUMNS, rows)
+    assert data.startswith(BOM)
+    assert data.decode("utf-8-sig").split("\r\n") == [
+        REQUESTS_HEADER,
+        f"{r['late_ack']},V001,张庄村,S01,012345,dispute,resolved,no,2026-11-01T00:30:00+08:00,"
+        "2026-11-02T02:30:00+08:00,2026-11-02T08:00:00+08:00,2026-11-03T11:00:00+08:00,,4,"
+        "no,yes,",
+        f"{r['answered']},V002,李庄村,S01,012345,safety,answered,yes,2026-11-05T09:00:00+08:00,"
+        "2026-11-06T09:00:00+08:00,2026-11-06T09:00:00+08:00,,,,yes,yes,",
+        f"{r['forwarded']},V001,张庄村,S01,012345,registration,answered,no,"
+        "2026-11-10T08:00:00+08:00,2026-11-10T09:00:00+08:00,2026-11-15T11:00:00+08:00,,"
+        "civil_affairs,,yes,yes,yes",
+        f"{r['closed']},V002,李庄村,S01,012345,other,closed,no,2026-11-12T08:00:00+08:00,"
+        "2026-11-14T08:00:00+08:00,,2026-11-14T08:00:00+08:00,,,no,yes,",
+        f"{r['stuck']},V001,张庄村,S01,012345,hardship,forwarded,no,2026-11-20T08:00:00+08:00,"
+        "2026-11-20T09:00:00+08:00,,,civil_affairs,,yes,,no",
+        f"{r['overdue']},V003,东关社区,S02,,other,new,no,2026-11-28T08:00:00+08:00,,,,,,no,no,",
+        "",
+    ]
+    text = data.decode("utf-8-sig")
+    assert VILLAGER_NAME not in text and VILLAGER_PHONE not in text and "邻居" not in text
+
+
+async def test_request_rows_by_month_station_and_time_of_export(
+    sessions: async_sessionmaker[AsyncSession], seeded_requests: dict[str, int]
+) -> None:
+    r = seeded_requests
+    async with sessions() as s:
+        station = await exports.request_rows(
+            s, month=NOVEMBER, station_code="S02", tz=TZ, now=EXPORTED_AT
+        )
+        october = await exports.request_rows(
+            s, month=date(2026, 10, 1), station_code=None, tz=TZ, now=EXPORTED_AT
+        )
+        december = await exports.request_rows(
+            s, month=date(2026, 12, 1), station_code="S01", tz=TZ, now=EXPORTED_AT
+        )
+        # Two hours after it was sent nothing is decided yet for the overdue request.
+        early = await exports.request_rows(
+            s, month=NOVEMBER, station_code="S02", tz=TZ, now=utc(2026, 11, 28, 2)
+        )
+        with pytest.raises(exports.UnknownStationError):
+            await exports.request_rows(s, month=NOVEMBER, station_code="S99", tz=TZ)
+    assert [row[0] for row in station] == [_ref(r["overdue"])]
+    assert station[0][-3:] == (False, False, None)
+    assert early[0][-3:] == (None, None, None)
+    assert [row[0] for row in october] == [_ref(r["october"])]
+    assert [row[0] for row in december] == [_ref(r["december"])]
+
+
+async def test_request_histories_are_loaded_in_one_query(
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    seeded_requests: dict[str, int],
+) -> None:
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        async with sessions() as s:
+            rows = await exports.request_rows(
+                s, month=NOVEMBER, station_code="S01", tz=TZ, now=EXPORTED_AT
+            )
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert len(rows) == 5
+    # The station check, the requests, their histories: not one query per request.
+    assert len(statements) == 3, statements
+
+
+async def test_requests_xlsx_has_booleans_and_local_times(
+    sessions: async_sessionmaker[AsyncSession], seeded_requests: dict[str, int]
+) -> None:
+    r = {k: _ref(v) for k, v in seeded_requests.items()}
+    async with sessions() as s:
+        rows = await exports.request_rows(
+            s, month=NOVEMBER, station_code=None, tz=TZ, now=EXPORTED_AT
+        )
+    out = io.BytesIO()
+    exports.write_xlsx(out, exports.REQUEST_COLUMNS, rows, title="requests 2026-11")
+    sheet = load_workbook(io.BytesIO(out.getvalue())).active
+    assert [c.value for c in sheet[1]] == list(exports.REQUEST_COLUMNS)
+    assert sheet.auto_filter.ref == "A1:Q7"
+    d, c = _shanghai, "civil_affairs"
+    assert list(sheet.iter_rows(min_row=2, values_only=True)) == [
+        (r["late_ack"], "V001", "张庄村", "S01", "012345", "dispute", "resolved", False,
+         d(11, 1, 0, 30), d(11, 2, 2, 30), d(11, 2, 8), d(11, 3, 11), None, 4, False, True, None),
+        (r["answered"], "V002", "李庄村", "S01", "012345", "safety", "answered", True,
+         d(11, 5, 9), d(11, 6, 9), d(11, 6, 9), None, None, None, True, True, None),
+        (r["forwarded"], "V001", "张庄村", "S01", "012345", "registration", "answered", False,
+         d(11, 10, 8), d(11, 10, 9), d(11, 15, 11), None, c, None, True, True, True),
+        (r["closed"], "V002", "李庄村", "S01", "012345", "other", "closed", False,
+         d(11, 12, 8), d(11, 14, 8), None, d(11, 14, 8), None, None, False, True, None),
+        (r["stuck"], "V001", "张庄村", "S01", "012345", "hardship", "forwarded", False,
+         d(11, 20, 8), d(11, 20, 9), None, None, c, None, True, None, False),
+        (r["overdue"], "V003", "东关社区", "S02", None, "other", "new", False,
+         d(11, 28, 8), None, None, None, None, None, False, False, None),
+    ]  # fmt: skip
+    late = {name: cell for name, cell in zip(exports.REQUEST_COLUMNS, sheet[2], strict=True)}
+    assert late["anonymous"].data_type == "b" and late["ack_met"].data_type == "b"
+    assert late["rating"].data_type == "n" and late["request_id"].data_type == "s"
+    assert late["created_at"].is_date and late["created_at"].number_format == "yyyy-mm-dd hh:mm"
+
+
+def test_export_requests_command(
+    database_url: str,
+    tmp_path: Path,
+    seeded_requests: dict[str, int],
+) -> None:
+    env = {"DATABASE_URL": database_url, "DATA_DIR": str(tmp_path), "TIMEZONE": TZ}
+    target = tmp_path / "requests.csv"
+    result = villagebeat(
+        "export", "requests", "--month", "2026-11", "--format", "csv", "--out", str(target),
+        env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"wrote 6 requests for 2026-11 to {target}\n"
+    assert "AIOGRAM-IMPORTED" not in result.stderr
+    lines = target.read_bytes().decode("utf-8-sig").splitlines()
+    assert lines[0] == REQUESTS_HEADER
+    assert [line.split(",")[0] for line in lines[1:]] == [
+        _ref(seeded_requests[k])
+        for k in ("late_ack", "answered", "forwarded", "closed", "stuck", "overdue")
+    ]
+    # Decided long before the command ran: the same cells as exported on 10 December.
+    assert lines[2].endswith(",yes,yes,") and lines[6].endswith(",no,no,")
+
+    book = tmp_path / "requests.xlsx"
+    result = villagebeat(
+        "export", "requests", "--month", "2026-11", "--station", "S02", "--format", "xlsx",
+        "--out", str(book), env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"wrote 1 request for 2026-11 (station S02) to {book}\n"
+    sheet = load_workbook(book).active
+    assert [c.value for c in sheet[2]][:5] == [
+        _ref(seeded_requests["overdue"]),
+        "V003",
+        "东关社区",
+        "S02",
+        None,
+    ]
