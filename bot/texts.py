@@ -1,4 +1,4 @@
-"""Long answers cut into messages Telegram accepts."""
+"""Long answers cut into messages Telegram accepts, and long texts shortened for lists."""
 
 from __future__ import annotations
 
@@ -6,6 +6,12 @@ from collections.abc import Sequence
 
 # Telegram refuses a longer message text.
 MAX_MESSAGE = 4096
+
+
+def shorten(text: str, limit: int) -> str:
+    """One line of at most `limit` characters: whitespace collapsed, an ellipsis if cut."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def split_blocks(blocks: Sequence[str], *, separator: str = "\n\n") -> list[str]:

@@ -17,7 +17,6 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import (
     CallbackQuery,
     InlineKeyboardMarkup,
-    KeyboardButton,
     Message,
     ReplyKeyboardMarkup,
 )
@@ -88,13 +87,6 @@ def _day_keyboard(data: dict[str, Any], t: Translator, today: date) -> InlineKey
     return kit.inline([buttons[:2], *kit.chunks(buttons[2:], 3)])
 
 
-def _cancel_keyboard(t: Translator) -> ReplyKeyboardMarkup:
-    # Replaces the main menu while a reason is typed, so that a tap on it is not taken as one.
-    return ReplyKeyboardMarkup(
-        keyboard=[[KeyboardButton(text=t("flow.cancel"))]], resize_keyboard=True, is_persistent=True
-    )
-
-
 async def _ask(
     message: Message,
     step: str,
@@ -114,7 +106,7 @@ async def _ask(
         text = t("absence.ask_day", last=_last_day(today))
         keyboard = _day_keyboard(data, t, today)
     else:
-        text, keyboard = t("absence.ask_reason", limit=MAX_REASON), _cancel_keyboard(t)
+        text, keyboard = t("absence.ask_reason", limit=MAX_REASON), kit.cancel_keyboard(t)
     prompt = f"{head}\n{text}"  # both parts from the catalogue
     replies.add(message.answer(prompt, reply_markup=keyboard))
 
@@ -246,7 +238,7 @@ async def wrong_input(
     clock: Clock,
 ) -> None:
     """Anything a step cannot use: say what it wants, and ask again."""
-    step = (await state.get_state() or "").rpartition(":")[2]
+    step = kit.step_of(await state.get_state())
     if step not in ("day", "reason"):
         replies.add(message.answer(t("flow.use_buttons")))
         return
@@ -271,7 +263,7 @@ async def on_button(
     data = await kit.live_draft(callback, callback_data, state, t, replies)
     if data is None or not isinstance(callback.message, Message):
         return
-    current = (await state.get_state() or "").rpartition(":")[2]
+    current = kit.step_of(await state.get_state())
     if _BUTTONS.get(callback_data.action) != current:
         replies.add(callback.answer(t("callback.stale"), show_alert=True))
         return

@@ -9,7 +9,6 @@ conditional UPDATE, so a hazard is closed once however often the button is press
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +22,6 @@ from aiogram.types import (
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
-    KeyboardButton,
     Message,
     ReplyKeyboardMarkup,
 )
@@ -36,6 +34,7 @@ from bot.i18n import Translator, all_labels
 from bot.menus import command_or_button, main_menu
 from bot.replies import Replies
 from bot.settings import Settings
+from bot.texts import shorten
 from core.clock import Clock
 from core.geo import far_from_centre, valid_point
 from core.hazards import (
@@ -95,23 +94,8 @@ def _cb(data: dict[str, Any], action: str, value: object = "", flow: str = FLOW)
     return FlowCb(flow=flow, draft=data["draft"], action=action, value=str(value))
 
 
-def _step(state_name: str | None) -> str:
-    return (state_name or "").rpartition(":")[2]
-
-
-def _cancel_keyboard(t: Translator) -> ReplyKeyboardMarkup:
-    return ReplyKeyboardMarkup(
-        keyboard=[[KeyboardButton(text=t("flow.cancel"))]], resize_keyboard=True, is_persistent=True
-    )
-
-
 def _when(moment: datetime, settings: Settings) -> str:
     return f"{moment.astimezone(settings.tz):%Y-%m-%d %H:%M}"
-
-
-def _has_words(text: str) -> bool:
-    """At least one letter or digit: a description made of emoji alone says nothing."""
-    return any(unicodedata.category(c)[0] in "LN" for c in text)
 
 
 def departments(settings: Settings) -> list[str]:
@@ -145,7 +129,7 @@ def _prompt(
         return f"{head}\n{text}", kit.inline([buttons])
     if step == "description":
         text = t("hazard.ask_description", limit=MAX_DESCRIPTION)
-        return f"{head}\n{text}", _cancel_keyboard(t)
+        return f"{head}\n{text}", kit.cancel_keyboard(t)
     if step == "photos":
         text = t("hazard.ask_photos", limit=kit.MAX_PHOTOS)
         if data.get("editing"):
@@ -255,25 +239,17 @@ async def on_button(
     settings: Settings,
     clock: Clock,
 ) -> None:
-    data = await kit.live_draft(callback, callback_data, state, t, replies)
-    if data is None or not isinstance(callback.message, Message):
-        return
-    handler = _BUTTONS.get(callback_data.action)
-    if handler is None or await state.get_state() not in handler[0]:
-        replies.add(callback.answer(t("callback.stale"), show_alert=True))
-        return
-    replies.add(callback.answer())
-    await handler[1](
-        value=callback_data.value,
-        message=callback.message,
-        state=state,
+    await kit.press(
+        callback,
+        callback_data,
+        state,
+        t,
+        replies,
+        _BUTTONS,
         session=session,
         user=user,
-        t=t,
-        replies=replies,
         settings=settings,
         clock=clock,
-        data=data,
     )
 
 
@@ -434,14 +410,14 @@ async def _submit(
     replies.add(message.answer(text, reply_markup=main_menu(Role.OFFICER, t)))
 
 
-_BUTTONS: dict[str, tuple[frozenset[str | None], Any]] = {
-    "village": (frozenset({Report.village.state}), _pick_village),
-    "category": (frozenset({Report.category.state}), _pick_category),
-    "severity": (frozenset({Report.severity.state}), _pick_severity),
-    "submit": (frozenset({Report.summary.state}), _submit),
-    "edit": (frozenset({Report.summary.state}), _edit),
-    "edit_field": (frozenset({Report.edit.state}), _edit_field),
-    "cancel": (frozenset({Report.summary.state, Report.edit.state}), _cancel),
+_BUTTONS: kit.Buttons = {
+    "village": (frozenset({"village"}), _pick_village),
+    "category": (frozenset({"category"}), _pick_category),
+    "severity": (frozenset({"severity"}), _pick_severity),
+    "submit": (frozenset({"summary"}), _submit),
+    "edit": (frozenset({"summary"}), _edit),
+    "edit_field": (frozenset({"edit"}), _edit_field),
+    "cancel": (frozenset({"summary", "edit"}), _cancel),
 }
 
 
@@ -456,7 +432,7 @@ async def typed_description(
         replies.add(message.answer(t(f"flow.text_{problem}", limit=MAX_DESCRIPTION)))
         return
     assert text is not None
-    if not _has_words(text):
+    if not kit.has_words(text):
         replies.add(message.answer(t("hazard.description_no_words")))
         return
     await state.update_data(description=text)
@@ -518,7 +494,7 @@ async def wrong_input(
     message: Message, state: FSMContext, t: Translator, replies: Replies, settings: Settings
 ) -> None:
     """Anything a step cannot use: say what it wants, and ask again."""
-    step = _step(await state.get_state())
+    step = kit.step_of(await state.get_state())
     if step in ("village", "category", "severity", "summary", "edit"):
         replies.add(message.answer(t("flow.use_buttons")))
         return
@@ -534,11 +510,6 @@ async def wrong_input(
 # --- /hazards: the open hazards ------------------------------------------------------------
 
 
-def _shorten(text: str, limit: int = PREVIEW_CHARS) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 def item_text(hazard: HazardView, t: Translator, settings: Settings, now: datetime) -> str:
     lines = [
         t(
@@ -547,7 +518,7 @@ def item_text(hazard: HazardView, t: Translator, settings: Settings, now: dateti
             village=hazard.village_name,
             category=t(f"hazard_category.{hazard.category}"),
             severity=t(f"severity.{hazard.severity}"),
-            description=_shorten(hazard.description),
+            description=shorten(hazard.description, PREVIEW_CHARS),
             reported=f"{hazard.reported_at.astimezone(settings.tz):%Y-%m-%d}",
         )
     ]
@@ -646,7 +617,7 @@ async def on_hazard_button(
     if callback_data.action == FIX:
         await state.set_state(Close.after_photo)
         await state.set_data(data)
-        text, keyboard = t("hazard.ask_after_photo", ref=ref), _cancel_keyboard(t)
+        text, keyboard = t("hazard.ask_after_photo", ref=ref), kit.cancel_keyboard(t)
     else:
         data["departments"] = departments(settings)
         await state.set_state(Close.department)
@@ -687,7 +658,7 @@ async def on_department(
     replies.add(callback.message.edit_reply_markup(reply_markup=None))
     replies.add(
         callback.message.answer(
-            t("hazard.ask_handover_note", limit=MAX_NOTE), reply_markup=_cancel_keyboard(t)
+            t("hazard.ask_handover_note", limit=MAX_NOTE), reply_markup=kit.cancel_keyboard(t)
         )
     )
 
@@ -789,7 +760,7 @@ async def typed_note(
 async def wrong_close_input(
     message: Message, state: FSMContext, t: Translator, replies: Replies
 ) -> None:
-    step = _step(await state.get_state())
+    step = kit.step_of(await state.get_state())
     album = message.media_group_id
     if step == "after_note" and album and album == (await state.get_data()).get("after_album"):
         return  # the rest of the album the after photo came in: one photo is kept

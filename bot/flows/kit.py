@@ -4,7 +4,8 @@ steps the visit, hazard and absence flows share (village, location, photos)."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+import unicodedata
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiogram.filters.callback_data import CallbackData
@@ -88,6 +89,49 @@ def chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
+def step_of(state_name: str | None) -> str:
+    """The step a conversation is at: the state's name without its group."""
+    return (state_name or "").rpartition(":")[2]
+
+
+# A flow's buttons: action -> (the steps it may be pressed at, what it does). The handler is
+# called with keyword arguments: value, message, state, t, replies, data, step and whatever
+# the flow passes on to `press`.
+Buttons = Mapping[str, tuple[frozenset[str], Callable[..., Awaitable[None]]]]
+
+
+async def press(
+    callback: CallbackQuery,
+    callback_data: FlowCb,
+    state: FSMContext,
+    t: Translator,
+    replies: Replies,
+    buttons: Buttons,
+    **context: Any,
+) -> None:
+    """Run what a flow's button does, when it belongs to the live draft and to the step the
+    conversation is at; otherwise say it is stale and change nothing."""
+    data = await live_draft(callback, callback_data, state, t, replies)
+    if data is None or not isinstance(callback.message, Message):
+        return
+    step = step_of(await state.get_state())
+    entry = buttons.get(callback_data.action)
+    if entry is None or step not in entry[0]:
+        replies.add(callback.answer(t("callback.stale"), show_alert=True))
+        return
+    replies.add(callback.answer())
+    await entry[1](
+        value=callback_data.value,
+        message=callback.message,
+        state=state,
+        t=t,
+        replies=replies,
+        data=data,
+        step=step,
+        **context,
+    )
+
+
 async def live_draft(
     callback: CallbackQuery,
     callback_data: FlowCb,
@@ -134,6 +178,18 @@ def location_keyboard(t: Translator) -> ReplyKeyboardMarkup:
         resize_keyboard=True,
         is_persistent=True,
     )
+
+
+def cancel_keyboard(t: Translator) -> ReplyKeyboardMarkup:
+    """Replaces the main menu while text is typed, so that a tap on it is not taken as text."""
+    return ReplyKeyboardMarkup(
+        keyboard=[[KeyboardButton(text=t("flow.cancel"))]], resize_keyboard=True, is_persistent=True
+    )
+
+
+def has_words(text: str) -> bool:
+    """At least one letter or digit: a text made of emoji alone says nothing."""
+    return any(unicodedata.category(c)[0] in "LN" for c in text)
 
 
 def skip_keyboard(t: Translator) -> ReplyKeyboardMarkup:

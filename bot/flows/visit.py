@@ -239,29 +239,17 @@ async def on_button(
     settings: Settings,
     clock: Clock,
 ) -> None:
-    data = await kit.live_draft(callback, callback_data, state, t, replies)
-    if data is None or not isinstance(callback.message, Message):
-        return
-    message, action, value = callback.message, callback_data.action, callback_data.value
-    current = (await state.get_state() or "").rpartition(":")[2]
-    today = _today(clock, settings)
-    handler = _BUTTONS.get(action)
-    if handler is None or current not in handler[0]:
-        replies.add(callback.answer(t("callback.stale"), show_alert=True))
-        return
-    replies.add(callback.answer())
-    await handler[1](
-        value=value,
-        message=message,
-        state=state,
+    await kit.press(
+        callback,
+        callback_data,
+        state,
+        t,
+        replies,
+        _BUTTONS,
         session=session,
         user=user,
-        t=t,
-        replies=replies,
         settings=settings,
-        today=today,
-        data=data,
-        step=current,
+        today=_today(clock, settings),
     )
 
 
@@ -460,7 +448,7 @@ async def _submit(
     replies.add(message.answer(text, reply_markup=main_menu(Role.OFFICER, t)))
 
 
-_BUTTONS: dict[str, tuple[frozenset[str], Any]] = {
+_BUTTONS: kit.Buttons = {
     "village": (frozenset({"village"}), _pick_village),
     "date": (frozenset({"date"}), _pick),
     "hours": (frozenset({"hours"}), _pick),
@@ -570,7 +558,7 @@ async def typed_answer(
     clock: Clock,
 ) -> None:
     """A typed date, number of hours, households or activity count."""
-    step = (await state.get_state() or "").rpartition(":")[2]
+    step = kit.step_of(await state.get_state())
     await _ACCEPT[step](
         message.text or "", message, state, t, replies, settings, _today(clock, settings)
     )
@@ -677,7 +665,7 @@ async def wrong_input(
     clock: Clock,
 ) -> None:
     """Anything a step cannot use: say what it wants, and ask again."""
-    step = (await state.get_state() or "").rpartition(":")[2]
+    step = kit.step_of(await state.get_state())
     if step == "activity_count":
         replies.add(message.answer(t("visit.bad_count", high=MAX_COUNT)))
         return
