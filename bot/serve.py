@@ -82,13 +82,14 @@ class Running:
 
 
 async def serve(settings: Settings) -> int:
-    """`villagebeat run`: receive updates, with the background work alongside."""
-    return await _run_with(settings, _receive_updates)
+    """`villagebeat run`: receive updates, with the background work alongside unless
+    RUN_BACKGROUND is off (a `villagebeat worker` does it then)."""
+    return await _run_with(settings, _receive_updates, background=settings.run_background)
 
 
 async def work(settings: Settings) -> int:
     """`villagebeat worker`: the background work only; no updates are received."""
-    return await _run_with(settings, _until_stopped)
+    return await _run_with(settings, _until_stopped, background=True)
 
 
 def start_background(
@@ -129,7 +130,9 @@ async def _until_stopped(running: Running) -> None:
     await running.stop.wait()
 
 
-async def _run_with(settings: Settings, main: Callable[[Running], Awaitable[None]]) -> int:
+async def _run_with(
+    settings: Settings, main: Callable[[Running], Awaitable[None]], *, background: bool
+) -> int:
     """Migrate, introduce the bot (a refused token ends the run with 1), start the
     background work, run `main` until it returns or a signal comes, then wind down."""
     configure_logging(settings.log_level)
@@ -152,12 +155,14 @@ async def _run_with(settings: Settings, main: Callable[[Running], Awaitable[None
                 return 0
             async with db.sessions() as session, session.begin():
                 await set_meta(session, f"{BOT_USERNAME}:{me.id}", me.username or "")
-            background = start_background(bot, db, settings, stop)
+            tasks = start_background(bot, db, settings, stop) if background else []
+            if not background:
+                log.info("background work left to `villagebeat worker` (RUN_BACKGROUND=false)")
             try:
                 await main(Running(settings, db, bot, me, stop))
             finally:
                 stop.set()
-                await asyncio.gather(*background, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             await bot.session.close()
     log.info("stopped")

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     department_answer_hours: int = Field(default=168, ge=1, le=24 * 180)
     request_max_open: int = Field(default=5, ge=1, le=100)
     villager_messages_per_minute: int = Field(default=10, ge=1, le=600)
+    # `run` also does the background work (delivery, downloads, the scheduler); off when a
+    # separate `villagebeat worker` does it.
+    run_background: bool = True
     log_level: str = "INFO"
 
     @field_validator("bot_token", "webhook_secret", "bot_username", mode="before")

@@ -84,9 +84,38 @@ async def test_worker_delivers_the_outbox_without_receiving_updates(
     assert "not receiving updates" in log
 
 
+async def test_bot_without_background_work_leaves_delivery_to_the_worker(
+    server: BotApiServer,
+    worker: BotProcess,
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    data_dir = tmp_path_factory.mktemp("bot-only")
+    async with bot_process(server, database_url, data_dir, RUN_BACKGROUND="false") as bot:
+        await bot.ready(server, "deleteWebhook")
+        user = server.user(language_code="en")
+        await server.send_text(user, "/help")  # the bot answers its own users itself
+        await server.wait_for_call("sendMessage", chat_id=lambda c: str(c) == str(user.id))
+        mark = server.mark()
+        async with sessions() as s, s.begin():
+            for number in range(3):
+                await outbox.enqueue(s, chat_id=user.id, text=f"通知 {number}")
+        for number in range(3):
+            await server.wait_for_call(
+                "sendMessage", since=mark, text=f"通知 {number}", timeout=5.0
+            )
+        assert await bot.terminate() == 0
+        log = bot.log()
+    assert "RUN_BACKGROUND=false" in log and "outbox worker started" not in log
+    sent = [c.params["text"] for c in server.calls if c.seq >= mark and c.method == "sendMessage"]
+    assert sent == ["通知 0", "通知 1", "通知 2"]  # each once: only the worker delivered
+
+
 async def test_worker_stops_on_sigterm(server: BotApiServer, worker: BotProcess) -> None:
+    mark = server.mark()
     started = asyncio.get_running_loop().time()
     assert await worker.terminate(timeout=10) == 0
     assert asyncio.get_running_loop().time() - started < 10
     assert "outbox worker stopped" in worker.log() and worker.log().rstrip().endswith("stopped")
-    assert RECEIVING.isdisjoint(c.method for c in server.calls)
+    assert RECEIVING.isdisjoint(c.method for c in server.calls if c.seq >= mark)
