@@ -34,7 +34,18 @@ COMMANDS: dict[Role, tuple[str, ...]] = {
         "language",
         "cancel",
     ),
-    Role.SUPERVISOR: ("scope", "requests", "absences", "help", "language", "cancel"),
+    Role.SUPERVISOR: (
+        "team",
+        "overdue",
+        "digest",
+        "spotcheck",
+        "requests",
+        "absences",
+        "scope",
+        "help",
+        "language",
+        "cancel",
+    ),
 }
 MENU_ROWS: dict[Role, tuple[tuple[str, ...], ...]] = {
     Role.STRANGER: (("help", "language"),),
@@ -46,7 +57,12 @@ MENU_ROWS: dict[Role, tuple[tuple[str, ...], ...]] = {
         ("villages",),
         ("help", "language"),
     ),
-    Role.SUPERVISOR: (("scope", "requests"), ("absences",), ("help", "language")),
+    Role.SUPERVISOR: (
+        ("team", "overdue"),
+        ("digest", "spotcheck"),
+        ("requests", "absences"),
+        ("scope", "help", "language"),
+    ),
 }
 
 

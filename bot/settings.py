@@ -20,6 +20,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.requests import DeadlineConfig, LimitConfig
+from core.schedule import QuietHours, parse_quiet_hours
+from core.scoring import parse_points
 
 DEFAULT_API_URL = "https://api.telegram.org"
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -65,6 +67,17 @@ class Settings(BaseSettings):
     department_answer_hours: int = Field(default=168, ge=1, le=24 * 180)
     request_max_open: int = Field(default=5, ge=1, le=100)
     villager_messages_per_minute: int = Field(default=10, ge=1, le=600)
+    # The scheduler (issue 5).
+    quiet_hours: str = "21:00-08:00"  # nothing scheduled is sent in this local window
+    village_day: Literal[
+        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"
+    ] = "tuesday"
+    nudge_from_day: int = Field(default=10, ge=1, le=28)  # quota nudges from this day of the month
+    spot_check_size: int = Field(
+        default=5, ge=0, le=100
+    )  # visit reports a supervisor reviews a week
+    score_points: str = ""  # overrides of core.scoring.DEFAULT_POINTS: "patrol=3,household=2"
+    chart_font: Path | None = None  # a font with Chinese glyphs for digest charts
     # `run` also does the background work (delivery, downloads, the scheduler); off when a
     # separate `villagebeat worker` does it.
     run_background: bool = True
@@ -105,6 +118,31 @@ class Settings(BaseSettings):
             max_open=self.request_max_open,
             messages_per_minute=self.villager_messages_per_minute,
         )
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _check_quiet_hours(cls, value: str) -> str:
+        parse_quiet_hours(value)  # ValueError with the reason
+        return value.strip()
+
+    @field_validator("score_points")
+    @classmethod
+    def _check_score_points(cls, value: str) -> str:
+        parse_points(value)
+        return value
+
+    @field_validator("chart_font", mode="before")
+    @classmethod
+    def _empty_font_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def quiet(self) -> QuietHours:
+        return parse_quiet_hours(self.quiet_hours)
+
+    @property
+    def points(self) -> dict[str, int]:
+        return parse_points(self.score_points)
 
     @field_validator("database_url")
     @classmethod

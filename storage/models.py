@@ -517,6 +517,45 @@ class RequestEvent(Base):
     rating: Mapped[int | None] = mapped_column(SmallInteger)
 
 
+class JobRun(Base):
+    """A scheduled job's run for one slot (the time its trigger fired for). A slot runs at
+    most once, whichever process gets there first, and a slot missed while everything was
+    down is found here to be missing."""
+
+    __tablename__ = "job_runs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the run did, in a line ("12 nudges queued"), or why it failed.
+    outcome: Mapped[str | None] = mapped_column(Text)
+    failed: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+
+
+class SpotCheck(Base):
+    """A visit report drawn for a supervisor's weekly spot check, and the verdict."""
+
+    __tablename__ = "spot_checks"
+    __table_args__ = (
+        UniqueConstraint("supervisor_id", "visit_report_id"),
+        CheckConstraint("status IN ('pending', 'verified', 'flagged')", name="status"),
+        Index("ix_spot_checks_supervisor_week", "supervisor_id", "week"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    supervisor_id: Mapped[int] = mapped_column(ForeignKey("supervisors.id", ondelete="CASCADE"))
+    visit_report_id: Mapped[int] = mapped_column(
+        ForeignKey("visit_reports.id", ondelete="CASCADE"), index=True
+    )
+    week: Mapped[date] = mapped_column(Date)  # the Monday of the week it was drawn for
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    comment: Mapped[str | None] = mapped_column(Text)
+    decided_by: Mapped[int | None] = mapped_column(BigInteger)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class BotMeta(Base):
     """Small facts learnt at run time, e.g. the bot's username for printed links."""
 

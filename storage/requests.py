@@ -318,6 +318,14 @@ async def get_request(session: AsyncSession, request_id: int) -> RequestView | N
     return None if row is None else _view(row)
 
 
+async def requests_by_ids(session: AsyncSession, ids: Sequence[int]) -> list[RequestView]:
+    """The requests with these ids, in no particular order."""
+    if not ids:
+        return []
+    rows = await session.execute(_select_views().where(Request.id.in_(list(ids))))
+    return [_view(r) for r in rows]
+
+
 async def open_for_handler(
     session: AsyncSession,
     *,

@@ -108,7 +108,11 @@ async def test_bot_without_background_work_leaves_delivery_to_the_worker(
         assert await bot.terminate() == 0
         log = bot.log()
     assert "RUN_BACKGROUND=false" in log and "outbox worker started" not in log
-    sent = [c.params["text"] for c in server.calls if c.seq >= mark and c.method == "sendMessage"]
+    sent = [
+        c.params["text"]
+        for c in server.calls
+        if c.seq >= mark and c.method == "sendMessage" and str(c.params["chat_id"]) == str(user.id)
+    ]
     assert sent == ["通知 0", "通知 1", "通知 2"]  # each once: only the worker delivered
 
 

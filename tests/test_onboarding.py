@@ -145,7 +145,7 @@ async def test_supervisor_joins_and_sees_scope(
     assert chat.last_text(chief) == EN("start.supervisor_welcome", scope="城关派出所")
     await chat.say(chief, "/scope")
     assert chat.last_text(chief) == EN("scope.info", stations="城关派出所", villages=2, officers=2)
-    assert chat.server.visible_commands(chief)[0]["command"] == "scope"
+    assert chat.server.visible_commands(chief)[0]["command"] == "team"
 
 
 async def test_villager_joins_confirms_and_shares_phone(
