@@ -11,7 +11,9 @@ from bot.handlers import (
     membership,
     onboarding,
     profile,
+    spotcheck,
     supervisor,
+    team,
 )
 
 
@@ -33,5 +35,7 @@ def get_routers() -> list[Router]:
         inbox.build_router(),
         me.build_router(),
         supervisor.build_router(),
+        team.build_router(),
+        spotcheck.build_router(),
         fallback.build_router(),
     ]
