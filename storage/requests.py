@@ -277,6 +277,9 @@ def _select_views() -> Select[Any]:
         .join(User, User.id == Request.villager_id)
         .outerjoin(Officer, Officer.id == Request.officer_id)
         .outerjoin(handler, handler.id == Request.supervisor_id)
+        # record_event changes rows with UPDATE statements: read them afresh, never from
+        # objects an earlier read left in the session.
+        .execution_options(populate_existing=True)
     )
 
 
