@@ -30,3 +30,15 @@ def hash_payload(payload: str) -> bytes:
 
 def is_valid_payload(payload: str) -> bool:
     return bool(PAYLOAD_RE.match(payload))
+
+
+# Guessing join links: after this many links that led nowhere within the window, an account's
+# further links are refused unread until the window has passed. With 192 (invites) or 128
+# (villages) random bits a guess cannot succeed anyway; this keeps the attempt cheap for us.
+GUESS_LIMIT = 5
+GUESS_WINDOW_SECONDS = 15 * 60
+
+
+def guessing(failures_in_window: int) -> bool:
+    """Whether an account with this many failed links in the window is cut off."""
+    return failures_in_window >= GUESS_LIMIT

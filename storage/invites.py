@@ -6,12 +6,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.roles import InviteKind, Role
 from core.tokens import hash_payload, new_invite_payload
-from storage.models import Invite, Officer, Station, Supervisor, SupervisorStation, User
+from storage.models import (
+    Invite,
+    JoinFailure,
+    Officer,
+    Station,
+    Supervisor,
+    SupervisorStation,
+    User,
+)
 from storage.users import release_role, user_bound_to_officer
 
 
@@ -149,3 +157,20 @@ async def _bind_supervisor(session: AsyncSession, invite: Invite, user: User) ->
     user.supervisor_id = supervisor.id
     await session.flush()
     return Redeemed(kind=InviteKind.SUPERVISOR, supervisor=supervisor, stations=tuple(stations))
+
+
+async def record_join_failure(session: AsyncSession, *, user_id: int, now: datetime) -> None:
+    session.add(JoinFailure(user_id=user_id, at=now))
+    await session.flush()
+
+
+async def join_failures_since(session: AsyncSession, *, user_id: int, since: datetime) -> int:
+    """How many links that led nowhere this account opened since `since`."""
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(JoinFailure)
+            .where(JoinFailure.user_id == user_id, JoinFailure.at > since)
+        )
+        or 0
+    )

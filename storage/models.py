@@ -175,6 +175,18 @@ class Invite(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class JoinFailure(Base):
+    """A /start with a join link that led nowhere (malformed, unknown invite or village):
+    counted per account so that guessing links is cut off."""
+
+    __tablename__ = "join_failures"
+    __table_args__ = (Index("ix_join_failures_user_at", "user_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class VillagerMembership(Base):
     """Which village a villager belongs to; history is kept, one membership is current."""
 

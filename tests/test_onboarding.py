@@ -303,3 +303,34 @@ async def test_role_views_wait_for_the_flow_to_end(
     await chat.say(villager, "/cancel")
     await chat.say(villager, EN("button.village"))
     assert chat.last_text(villager).startswith("Your village: 张庄村")
+
+
+async def test_guessing_links_is_cut_off_for_a_while(
+    chat: Chat, sessions: async_sessionmaker[AsyncSession], directory: Directory
+) -> None:
+    guesser = chat.server.user(language_code="en")
+    guesses = [
+        "i-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "v-BBBBBBBBBBBBBBBBBBBBBB",
+        "../../etc/passwd",
+        "i-CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC",
+        "x-DDDD",
+    ]
+    for guess in guesses:
+        await chat.say(guesser, f"/start {guess}")
+        assert chat.last_text(guesser) != EN("start.too_many_attempts", minutes=15)
+    # The sixth link is not even looked at, a real invite included.
+    payload = await _officer_invite(sessions, chat)
+    await chat.say(guesser, f"/start {payload}")
+    assert chat.last_text(guesser) == EN("start.too_many_attempts", minutes=15)
+    user = await _user(sessions, guesser.id)
+    assert user is not None and user.role == Role.STRANGER
+    # Someone else is not affected, and after the window the guesser may try again.
+    other = chat.server.user(language_code="en")
+    await chat.say(other, f"/start {guesses[0]}")
+    assert chat.last_text(other) == EN("start.invite_unknown")
+    chat.clock.now += timedelta(minutes=16)
+    await chat.say(guesser, f"/start {payload}")
+    assert chat.last_text(guesser).startswith(
+        EN("start.officer_welcome", name="王警官", badge="012345")[:20]
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from aiogram import F, Router
 from aiogram.filters import CommandObject, CommandStart, StateFilter
 from aiogram.fsm.context import FSMContext
@@ -23,7 +25,13 @@ from bot.menus import chat_commands, main_menu
 from bot.replies import Replies
 from core.clock import Clock
 from core.roles import InviteKind, Role
-from core.tokens import INVITE_PREFIX, VILLAGE_PREFIX, is_valid_payload
+from core.tokens import (
+    GUESS_WINDOW_SECONDS,
+    INVITE_PREFIX,
+    VILLAGE_PREFIX,
+    guessing,
+    is_valid_payload,
+)
 from storage import invites, villages
 from storage.models import User
 
@@ -51,15 +59,23 @@ async def start_with_link(
     replies: Replies,
     clock: Clock,
 ) -> None:
-    payload = command.args or ""
-    if not is_valid_payload(payload):
+    payload, now = command.args or "", clock()
+    since = now - timedelta(seconds=GUESS_WINDOW_SECONDS)
+    if guessing(await invites.join_failures_since(session, user_id=user.id, since=since)):
+        # Links are not even looked at: trying more of them is pointless for a while.
+        replies.add(
+            message.answer(t("start.too_many_attempts", minutes=GUESS_WINDOW_SECONDS // 60))
+        )
+        return
+    if not is_valid_payload(payload) or not payload.startswith((INVITE_PREFIX, VILLAGE_PREFIX)):
+        found = False
         replies.add(message.answer(t("start.link_invalid")))
     elif payload.startswith(INVITE_PREFIX):
-        await _redeem(message, payload, state, session, user, t, replies, clock)
-    elif payload.startswith(VILLAGE_PREFIX):
-        await _offer_village(message, payload, state, session, user, role, t, replies)
+        found = await _redeem(message, payload, state, session, user, t, replies, clock)
     else:
-        replies.add(message.answer(t("start.link_invalid")))
+        found = await _offer_village(message, payload, state, session, user, role, t, replies)
+    if not found:
+        await invites.record_join_failure(session, user_id=user.id, now=now)
 
 
 async def _redeem(
@@ -71,11 +87,12 @@ async def _redeem(
     t: Translator,
     replies: Replies,
     clock: Clock,
-) -> None:
+) -> bool:
+    """Redeem an invite; False when the link names no invite at all (a guess)."""
     outcome = await invites.redeem_invite(session, payload=payload, user=user, now=clock())
     if isinstance(outcome, invites.Refusal):
         replies.add(message.answer(t(f"start.invite_{outcome.value}")))
-        return
+        return outcome is not invites.Refusal.UNKNOWN
     await state.clear()
     if outcome.previous_user_id is not None:
         # The officer's old account loses its officer commands at once.
@@ -94,6 +111,7 @@ async def _redeem(
         _welcome(
             user, Role.SUPERVISOR, t, replies, message, t("start.supervisor_welcome", scope=scope)
         )
+    return True
 
 
 def _village_lines(listed: list[villages.VillageView], t: Translator) -> str:
@@ -114,20 +132,21 @@ async def _offer_village(
     role: Role,
     t: Translator,
     replies: Replies,
-) -> None:
+) -> bool:
+    """Offer to join the village the link names; False when it names none (a guess)."""
     village = await villages.village_by_token(session, payload.removeprefix(VILLAGE_PREFIX))
     if village is None:
         replies.add(message.answer(t("start.link_invalid")))
-        return
+        return False
     if role in (Role.OFFICER, Role.SUPERVISOR):
         replies.add(message.answer(t("join.not_for_staff")))
-        return
+        return True
     current = await villages.current_village(session, user.id) if role == Role.VILLAGER else None
     if current is not None and current.id == village.id:
         replies.add(
             message.answer(t("join.already", village=village.name), reply_markup=main_menu(role, t))
         )
-        return
+        return True
     await state.set_state(JoinVillage.confirm)
     await state.set_data({"village_id": village.id})
     text = t("join.confirm", village=village.name, station=village.station_name)
@@ -148,6 +167,7 @@ async def _offer_village(
         ]
     )
     replies.add(message.answer(text, reply_markup=keyboard))
+    return True
 
 
 async def confirm_village(
