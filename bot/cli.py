@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
     worker = commands.add_parser(
         "worker",
-        help="outbox delivery, photo downloads and housekeeping, without the bot",
+        help="outbox delivery, photo downloads, housekeeping and the scheduler, without the bot",
         description="The background work of `run` without receiving updates, for deployments "
         "that run the bot and the background work as separate processes. Migrates the "
         "database first; needs BOT_TOKEN; stops on SIGTERM or SIGINT.",
@@ -101,20 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export",
-        help="a month of visit reports, hazards or villagers' requests as CSV or XLSX",
+        help="a month of visit reports, hazards, villagers' requests or scores as CSV or XLSX",
         description="CSV is UTF-8 with a BOM, yes/no for true/false; XLSX has real dates, "
         "numbers and booleans. Times are in the county's time zone (TIMEZONE). The file is "
         "replaced only by a complete export.",
     )
-    export.add_argument("kind", choices=["visits", "hazards", "requests"], help="what to export")
+    export.add_argument(
+        "kind", choices=["visits", "hazards", "requests", "scores"], help="what to export"
+    )
     export.add_argument("--month", required=True, metavar="YYYY-MM", help="the calendar month")
     export.add_argument("--station", metavar="CODE", help="only this station's villages")
     export.add_argument("--format", required=True, choices=["csv", "xlsx"], help="file format")
     export.add_argument("--out", required=True, type=Path, metavar="FILE", help="file to write")
     export.set_defaults(handler=_export)
+    from bot.cli_jobs import add_parser as add_jobs_parser
     from bot.cli_quota import add_parser as add_quota_parser
 
     add_quota_parser(commands, _Parser)
+    add_jobs_parser(commands, _Parser)
     return parser
 
 
@@ -153,8 +157,11 @@ def _worker(args: argparse.Namespace) -> int:
     return asyncio.run(work(settings))
 
 
-def _with_database(work: Callable[[Any, Any], Coroutine[Any, Any, Any]]) -> Any:
-    """Run `work(db, settings)` on a migrated database; connection failures in one line."""
+def _with_database(
+    work: Callable[[Any, Any], Coroutine[Any, Any, Any]], *, migrate: bool = True
+) -> Any:
+    """Run `work(db, settings)` on a migrated database (or as it is, for a read that may
+    fail); connection failures in one line."""
     from bot.settings import load_settings
 
     settings = load_settings()
@@ -164,7 +171,8 @@ def _with_database(work: Callable[[Any, Any], Coroutine[Any, Any, Any]]) -> Any:
         from storage.migrate import upgrade
 
         async with open_database(settings.database_url, settings.data_dir, pool_size=2) as db:
-            await upgrade(db.engine)
+            if migrate:
+                await upgrade(db.engine)
             return await work(db, settings)
 
     try:

@@ -23,6 +23,7 @@ from bot.settings import Settings
 from core.clock import system_clock
 from scheduler.media import MediaDownloader
 from scheduler.outbox import OutboxWorker
+from scheduler.runner import run_scheduler
 from storage.db import Database, open_database
 from storage.meta import BOT_USERNAME, set_meta
 from storage.migrate import upgrade
@@ -40,6 +41,8 @@ def configure_logging(level: str) -> None:
     )
     logging.getLogger("aiogram.event").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Our own lines say what each run did; APScheduler's repeat them.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 async def _introduce(bot: Bot, stop: asyncio.Event) -> TelegramUser | None:
@@ -96,7 +99,8 @@ def start_background(
     bot: Bot, db: Database, settings: Settings, stop: asyncio.Event
 ) -> list[asyncio.Task[None]]:
     """The background work both `run` and `worker` do, each loop ending when `stop` is set.
-    Several processes may run it against one database: each claims its own rows."""
+    Several processes may run it against one database: each claims its own rows, and one
+    of them at a time (the holder of the scheduler lock) schedules the jobs."""
     downloader = MediaDownloader(bot, db.sessions, settings.data_dir / "media", clock=system_clock)
     outbox = OutboxWorker(
         bot,
@@ -107,11 +111,17 @@ def start_background(
         chat_rate=settings.outbox_chat_rate,
     )
     log.info("background work: outbox delivery, photo downloads, housekeeping")
-    return [
+    tasks = [
         asyncio.create_task(_housekeeping(db.sessions, stop)),
         asyncio.create_task(downloader.run(stop)),
         asyncio.create_task(outbox.run(stop)),
     ]
+    if settings.scheduler_enabled:
+        log.info("background work: the scheduler, in whichever process holds its lock")
+        tasks.append(asyncio.create_task(run_scheduler(db, settings, stop)))
+    else:
+        log.info("the scheduler is off (SCHEDULER_ENABLED=false)")
+    return tasks
 
 
 async def _receive_updates(running: Running) -> None:

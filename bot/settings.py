@@ -67,7 +67,9 @@ class Settings(BaseSettings):
     department_answer_hours: int = Field(default=168, ge=1, le=24 * 180)
     request_max_open: int = Field(default=5, ge=1, le=100)
     villager_messages_per_minute: int = Field(default=10, ge=1, le=600)
-    # The scheduler (issue 5).
+    # The scheduler (issue 5); off: no process of this deployment runs scheduled jobs
+    # (`villagebeat jobs run` still does).
+    scheduler_enabled: bool = True
     quiet_hours: str = "21:00-08:00"  # nothing scheduled is sent in this local window
     village_day: Literal[
         "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"

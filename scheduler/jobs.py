@@ -59,7 +59,7 @@ def all_jobs() -> dict[str, Job]:
             "quota-nudges",
             "nudge officers behind the pace of their monthly quota (daily 09:00 from "
             "NUDGE_FROM_DAY)",
-            lambda s: {"day": f"{s.nudge_from_day}-last", "hour": "9", "minute": "0"},
+            lambda s: {"day": f"{s.nudge_from_day}-31", "hour": "9", "minute": "0"},
             nudges.quota_nudges,
         ),
         Job(

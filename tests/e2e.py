@@ -31,6 +31,9 @@ async def bot_process(
             "LOG_LEVEL": "INFO",
             "BOT_USERNAME": "",
             "WEBHOOK_URL": "",
+            # Scheduled jobs would write messages of their own in the middle of a test's
+            # conversation; the scheduler's tests turn it on.
+            "SCHEDULER_ENABLED": "false",
             **env,
         },
         data_dir / "bot.log",
