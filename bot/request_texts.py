@@ -16,6 +16,7 @@ from bot.notify import tell
 from bot.texts import MAX_MESSAGE, shorten
 from core.requests import (
     Actor,
+    Clock,
     ClockStatus,
     DeadlineState,
     Event,
@@ -31,6 +32,7 @@ HISTORY_SHOWN = 12
 BODY_PREVIEW = 300
 LIST_PREVIEW = 40
 Compose = Callable[[Translator], str]
+_CLOCKS = frozenset(c.value for c in Clock)
 
 
 def when(moment: datetime, tz: zoneinfo.ZoneInfo) -> str:
@@ -87,6 +89,15 @@ def handler_label(t: Translator, request: RequestView) -> str:
     return supervisor_label(t, request.supervisor_name)
 
 
+def staff_label(t: Translator, request: RequestView) -> str:
+    """Who handles the request, as supervisors see it: the officer with their badge."""
+    if request.officer_id is not None:
+        return t(
+            "staff.officer", name=request.officer_name or "", badge=request.officer_badge or ""
+        )
+    return supervisor_label(t, request.supervisor_name)
+
+
 def villager_label(t: Translator, request: RequestView) -> str:
     """The villager, as the officer sees them: a name they gave Telegram, never the account."""
     if request.anonymous:
@@ -109,6 +120,10 @@ def _actor_label(t: Translator, event: EventView, *, for_villager: bool) -> str:
 def event_line(
     t: Translator, event: EventView, tz: zoneinfo.ZoneInfo, *, for_villager: bool
 ) -> str:
+    if event.event is Event.ESCALATED and event.body in _CLOCKS:
+        # The scheduler's escalation names the missed deadline: shown by its label.
+        what = t("escalation.history", clock=t(f"request_clock.{event.body}"))
+        return f"{when(event.at, tz)} {what}"
     department = t(f"department.{event.department}") if event.department else ""
     what = t(
         f"request_event.{event.event.value}",
