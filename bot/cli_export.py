@@ -1,5 +1,5 @@
-"""`villagebeat export`: a month of visits, hazards or requests as CSV or XLSX (no aiogram
-here)."""
+"""`villagebeat export`: a month of visits, hazards, requests or scores as CSV or XLSX (no
+aiogram here)."""
 
 from __future__ import annotations
 
@@ -79,6 +79,9 @@ def check_output(path: Path) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
+    if args.kind == "scores":
+        run_scores_export(args)
+        return
     kind = KINDS[args.kind]
     month = parse_month(args.month)
     out: Path = args.out
@@ -101,3 +104,43 @@ def run_export(args: argparse.Namespace) -> None:
     noun = kind.singular if len(rows) == 1 else kind.plural
     station = f" (station {args.station})" if args.station else ""
     print(f"wrote {len(rows)} {noun} for {month:%Y-%m}{station} to {out}")
+
+
+def run_scores_export(args: argparse.Namespace) -> None:
+    """The month's ranking, one row per officer; XLSX adds a sheet with every item behind
+    the points (CSV holds the ranking only)."""
+    month = parse_month(args.month)
+    out: Path = args.out
+    check_output(out)
+
+    async def work(db: Any, settings: Any) -> tuple[list[exports.Row], list[exports.Row]]:
+        async with db.sessions() as session:
+            try:
+                return await exports.score_rows(
+                    session,
+                    month=month,
+                    station_code=args.station,
+                    tz=settings.timezone,
+                    table=settings.points,
+                )
+            except exports.UnknownStationError as exc:
+                raise CommandError(f"{exc}; import the directory first") from None
+
+    ranking, items = _with_database(work)
+    try:
+        if args.format == "csv":
+            exports.write_file(out, "csv", exports.SCORE_COLUMNS, ranking)
+        else:
+            exports.write_workbook_file(
+                out,
+                [
+                    exports.Sheet(f"scores {month:%Y-%m}", exports.SCORE_COLUMNS, ranking),
+                    exports.Sheet(f"items {month:%Y-%m}", exports.SCORE_ITEM_COLUMNS, items),
+                ],
+            )
+    except OSError as exc:
+        raise CommandError(f"cannot write {out}: {exc.strerror or exc}") from None
+    noun = "officer" if len(ranking) == 1 else "officers"
+    station = f" (station {args.station})" if args.station else ""
+    detail = f" and {len(items)} score items" if args.format == "xlsx" else ""
+    print(f"wrote {len(ranking)} {noun}{detail} for {month:%Y-%m}{station} to {out}")

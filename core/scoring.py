@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Protocol
 
 from core.activities import Activity
 
@@ -89,10 +89,70 @@ class Item:
         return self.units * table[self.code]
 
 
-def totals(items: Iterable[Item], table: Mapping[str, int]) -> dict[int, int]:
+@dataclass(frozen=True)
+class Tally:
+    """The items of one officer and code summed up: what a ranking needs, without the
+    records (storage adds them up in the database)."""
+
+    officer_id: int
+    code: str
+    units: int
+
+    @property
+    def source(self) -> Source:
+        return source_of(self.code)
+
+    def points(self, table: Mapping[str, int]) -> int:
+        return self.units * table[self.code]
+
+
+class Scored(Protocol):
+    @property
+    def officer_id(self) -> int: ...
+
+    @property
+    def source(self) -> Source: ...
+
+    def points(self, table: Mapping[str, int]) -> int: ...
+
+
+_SOURCE_CODES: Final = frozenset(s.value for s in Source if s is not Source.ACTIVITY)
+# Which letter a record's number carries, as officers and villagers see it (V000012).
+_RECORD_PREFIX: Final[Mapping[Source, str]] = MappingProxyType(
+    {
+        Source.VISIT_DAY: "V",
+        Source.HOUSEHOLD: "V",
+        Source.ACTIVITY: "V",
+        Source.REQUEST_RESOLVED: "R",
+        Source.HAZARD_RECTIFIED: "H",
+        Source.HAZARD_HANDED_OVER: "H",
+    }
+)
+
+
+def source_of(code: str) -> Source:
+    """The source of a points-table code: itself, or ACTIVITY for an activity code."""
+    return Source(code) if code in _SOURCE_CODES else Source.ACTIVITY
+
+
+def record_name(source: Source, record_id: int) -> str:
+    """The reference of the record that earned an item: V000012, R000003, H000004."""
+    return f"{_RECORD_PREFIX[source]}{record_id:06d}"
+
+
+def totals(items: Iterable[Scored], table: Mapping[str, int]) -> dict[int, int]:
     result: dict[int, int] = {}
     for item in items:
         result[item.officer_id] = result.get(item.officer_id, 0) + item.points(table)
+    return result
+
+
+def by_source(items: Iterable[Scored], table: Mapping[str, int]) -> dict[int, dict[Source, int]]:
+    """Points per officer and source, every source present (0 when none)."""
+    result: dict[int, dict[Source, int]] = {}
+    for item in items:
+        points = result.setdefault(item.officer_id, dict.fromkeys(Source, 0))
+        points[item.source] += item.points(table)
     return result
 
 

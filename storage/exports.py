@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import secrets
 import unicodedata
 import zoneinfo
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -33,6 +35,7 @@ from core.requests import (
     timeline_of,
     was_met,
 )
+from core.scoring import Source
 from storage.models import (
     Hazard,
     Officer,
@@ -322,6 +325,66 @@ async def request_rows(
     return rows
 
 
+SCORE_COLUMNS = (
+    "officer_badge",
+    "officer_name",
+    "station_code",
+    "station_name",
+    "visit_days",
+    "households",
+    *(f"points_{source.value}" for source in Source),
+    "total",
+    "station_rank",
+    "county_rank",
+)
+SCORE_ITEM_COLUMNS = ("officer_badge", "source", "code", "record", "units", "points")
+
+
+async def score_rows(
+    session: AsyncSession,
+    *,
+    month: date,
+    station_code: str | None,
+    tz: str,
+    table: Mapping[str, int],
+) -> tuple[list[Row], list[Row]]:
+    """The month's ranking (SCORE_COLUMNS, best first; ranks among the whole station and
+    county even with `station_code`) and every item behind it (SCORE_ITEM_COLUMNS, by
+    officer in ranking order, then source and record)."""
+    from storage import scores  # only this export needs it: the others start faster
+
+    await _check_station(session, station_code)
+    zone = zoneinfo.ZoneInfo(tz)
+    scope = None
+    if station_code is not None:
+        scope = select(Station.id).where(Station.code == station_code)
+    ranked = await scores.standings(session, month=month, tz=zone, table=table, scope=scope)
+    items = await scores.month_items(session, month=month, tz=zone, scope=scope)
+    ranking: list[Row] = [
+        (
+            s.member.badge,
+            s.member.name,
+            s.member.station_code,
+            s.member.station_name,
+            s.visit_days,
+            s.households,
+            *(s.by_source[source] for source in Source),
+            s.points,
+            s.station_rank,
+            s.county_rank,
+        )
+        for s in ranked
+    ]
+    order = {s.member.officer_id: i for i, s in enumerate(ranked)}
+    badge = {s.member.officer_id: s.member.badge for s in ranked}
+    listed = sorted((i for i in items if i.officer_id in order), key=lambda i: order[i.officer_id])
+    item_rows: list[Row] = [
+        (badge[i.officer_id], i.source.value, i.code, i.record, i.units, i.points(table))
+        for i in listed
+    ]
+    return ranking, item_rows
+
+
 # --- writers ---------------------------------------------------------------------------
 
 
@@ -376,11 +439,30 @@ def _column_widths(columns: Sequence[str], rows: Sequence[Row]) -> list[float]:
     return [min(max(width, _MIN_WIDTH), _MAX_WIDTH) for width in widths]
 
 
+@dataclass(frozen=True)
+class Sheet:
+    """One sheet of a workbook: its title (at most 31 characters, none of []:*?/\\),
+    columns and rows."""
+
+    title: str
+    columns: Sequence[str]
+    rows: Sequence[Row]
+
+
+_SHEET_TITLE_BAD = re.compile(r"[\[\]:*?/\\]")
+
+
 def write_xlsx(
     out: IO[bytes], columns: Sequence[str], rows: Sequence[Row], *, title: str = "export"
 ) -> None:
     """One sheet: a bold, frozen header with an auto-filter; dates and times as Excel dates
     (local time, no zone), numbers as numbers, text always as text (never a formula)."""
+    write_workbook(out, [Sheet(title, columns, rows)])
+
+
+def write_workbook(out: IO[bytes], sheets: Sequence[Sheet]) -> None:
+    """Several sheets, each written as write_xlsx writes its one (a digest's tables, or the
+    scores with their items)."""
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
@@ -388,44 +470,45 @@ def write_xlsx(
     from openpyxl.utils import get_column_letter
 
     workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet(title=title[:31])
-    # Column widths, panes and the filter range must be known before the first row.
-    for i, width in enumerate(_column_widths(columns, rows), start=1):
-        sheet.column_dimensions[get_column_letter(i)].width = width
-    sheet.freeze_panes = "A2"
-    sheet.auto_filter.ref = f"A1:{get_column_letter(len(columns))}{len(rows) + 1}"
-
     bold = Font(bold=True)
+    for spec in sheets:
+        columns, rows = spec.columns, spec.rows
+        sheet = workbook.create_sheet(title=_SHEET_TITLE_BAD.sub(" ", spec.title)[:31])
+        # Column widths, panes and the filter range must be known before the first row.
+        for i, width in enumerate(_column_widths(columns, rows), start=1):
+            sheet.column_dimensions[get_column_letter(i)].width = width
+        sheet.freeze_panes = "A2"
+        sheet.auto_filter.ref = f"A1:{get_column_letter(len(columns))}{len(rows) + 1}"
 
-    def header(name: str) -> Any:
-        cell = WriteOnlyCell(sheet, value=name)
-        cell.font = bold
-        return cell
+        def header(name: str, sheet: Any = sheet) -> Any:
+            cell = WriteOnlyCell(sheet, value=name)
+            cell.font = bold
+            return cell
 
-    def cell(value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, str):
-            text = WriteOnlyCell(sheet, value=ILLEGAL_CHARACTERS_RE.sub("", value))
-            text.data_type = "s"  # '=…' stays text: no formula injection
-            return text
-        if isinstance(value, datetime):
-            stamp = WriteOnlyCell(sheet, value=value.replace(tzinfo=None))
-            stamp.number_format = DATETIME_FORMAT
-            return stamp
-        if isinstance(value, date):
-            day = WriteOnlyCell(sheet, value=value)
-            day.number_format = DATE_FORMAT
-            return day
-        if isinstance(value, Decimal):
-            number = WriteOnlyCell(sheet, value=float(value))
-            number.number_format = DECIMAL_FORMAT
-            return number
-        return value
+        def cell(value: Any, sheet: Any = sheet) -> Any:
+            if value is None:
+                return None
+            if isinstance(value, str):
+                text = WriteOnlyCell(sheet, value=ILLEGAL_CHARACTERS_RE.sub("", value))
+                text.data_type = "s"  # '=…' stays text: no formula injection
+                return text
+            if isinstance(value, datetime):
+                stamp = WriteOnlyCell(sheet, value=value.replace(tzinfo=None))
+                stamp.number_format = DATETIME_FORMAT
+                return stamp
+            if isinstance(value, date):
+                day = WriteOnlyCell(sheet, value=value)
+                day.number_format = DATE_FORMAT
+                return day
+            if isinstance(value, Decimal):
+                number = WriteOnlyCell(sheet, value=float(value))
+                number.number_format = DECIMAL_FORMAT
+                return number
+            return value
 
-    sheet.append([header(name) for name in columns])
-    for row in rows:
-        sheet.append([cell(value) for value in row])
+        sheet.append([header(name) for name in columns])
+        for row in rows:
+            sheet.append([cell(value) for value in row])
     workbook.save(out)
 
 
@@ -443,7 +526,15 @@ def write_file(
         "csv": lambda out: write_csv(out, columns, rows),
         "xlsx": lambda out: write_xlsx(out, columns, rows, title=title),
     }
-    write = writers[fmt]
+    _write_atomically(path, writers[fmt])
+
+
+def write_workbook_file(path: Path, sheets: Sequence[Sheet]) -> None:
+    """write_workbook to `path`, as write_file does (no half-written file)."""
+    _write_atomically(path, lambda out: write_workbook(out, sheets))
+
+
+def _write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     temp = path.with_name(f".{path.name[:200]}.{secrets.token_hex(4)}.tmp")
     # O_EXCL with mode 0666: the umask applies, as for any new file (mkstemp would give 0600).
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -411,7 +411,7 @@ def test_export_help_offers_only_what_exists() -> None:
     result = villagebeat("export", "--help")
     assert result.returncode == 0
     assert result.stdout.startswith("usage: villagebeat export")
-    assert "{visits,hazards,requests}" in result.stdout and "scores" not in result.stdout
+    assert "{visits,hazards,requests,scores}" in result.stdout
     assert "--month YYYY-MM" in result.stdout and "{csv,xlsx}" in result.stdout
     assert "export" in villagebeat("--help").stdout
 
@@ -489,7 +489,7 @@ def test_export_errors_are_one_line(
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["scores", "--month", "2026-11", "--format", "csv", "--out", "x"], "invalid choice"),
+        (["points", "--month", "2026-11", "--format", "csv", "--out", "x"], "invalid choice"),
         (["visits", "--month", "2026-11", "--format", "ods", "--out", "x"], "invalid choice"),
         (["visits", "--format", "csv", "--out", "x"], "required: --month"),
     ],

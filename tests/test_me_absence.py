@@ -222,7 +222,11 @@ async def test_me_shows_both_months_in_chinese(
         "⚠️ 进度落后：下村天数、入户户数",
         "上月：下村 1/4 天，入户 2/4 户 ❌ 未完成：下村天数、入户户数",
     ]
-    assert text.endswith("🗓 本月报备未能下村：0 天\n🛠 未整改隐患：2 处")
+    assert text.endswith(
+        "🏅 本月得分：16 分（所内第 1/2 名，全县第 1/2 名）\n"
+        "得分构成：下村天数 5 分，入户走访 11 分\n"
+        "🗓 本月报备未能下村：0 天\n🛠 未整改隐患：2 处"
+    )
     assert chat.keyboard_labels(officer)[0] == ZH("button.visit")
 
 

@@ -1,4 +1,5 @@
-"""/me: an officer's own progress, this month and last, per village, in one message."""
+"""/me: an officer's own progress, this month and last, per village, and the month's score and
+ranks, in one message."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from bot.texts import split_blocks
 from core.clock import Clock
 from core.quota import Progress, Quota, behind_pace, is_met, shortfall
 from core.roles import Role
-from storage import hazards, villages
+from storage import hazards, scores, villages
 from storage.models import User
 
 
@@ -55,6 +56,35 @@ def village_block(
     missing = list(shortfall(last_quota, last_progress).missing())
     verdict = t("me.missed", counters=counters_text(t, missing)) if missing else t("me.met")
     lines.append(t("me.last_month", progress=_done_text(t, *before[:2]), verdict=verdict))
+    return lines
+
+
+async def score_lines(
+    session: AsyncSession, t: Translator, settings: Settings, officer_id: int, today: date
+) -> list[str]:
+    """The month's points so far, the ranks in the station and the county, and where the
+    points came from."""
+    ranked = await scores.standings(session, month=today, tz=settings.tz, table=settings.points)
+    mine = next((s for s in ranked if s.member.officer_id == officer_id), None)
+    if mine is None:  # no assignment: on no roster
+        return []
+    lines = [
+        t(
+            "score.me",
+            points=mine.points,
+            station_rank=mine.station_rank,
+            station_size=mine.station_size,
+            county_rank=mine.county_rank,
+            county_size=mine.county_size,
+        )
+    ]
+    parts = [
+        t("score.part", source=t(f"score_source.{source.value}"), points=points)
+        for source, points in mine.by_source.items()
+        if points
+    ]
+    if parts:
+        lines.append(t("score.me_parts", parts=t("score.separator").join(parts)))
     return lines
 
 
@@ -95,6 +125,7 @@ async def show_progress(
     ]
     blocks.append(
         [
+            *await score_lines(session, t, settings, user.officer_id, today),
             t("me.absences", count=sum(absent for _, _, absent in now.values())),
             t("me.hazards", count=open_hazards),
         ]
