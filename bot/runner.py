@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 POLL_TIMEOUT = 25
 HANDLER_ATTEMPTS = 3
 MAX_BACKOFF = 30.0
+WEBHOOK_HOLD_SECONDS = 3600.0
 
 
 async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> bool:
@@ -148,7 +149,15 @@ async def run_webhook(
     secret = settings.webhook_secret.get_secret_value()
     app = web.Application()
     SimpleRequestHandler(
-        dispatcher=dp, bot=bot, secret_token=secret, handle_in_background=False
+        dispatcher=dp,
+        bot=bot,
+        secret_token=secret,
+        handle_in_background=False,
+        # aiogram answers 200 after 55 s by default and finishes the update in the
+        # background, where a later failure would be lost. Hold the answer until the update
+        # committed or failed instead: Telegram resends a slow update after a minute, and
+        # the resend waits for (and is deduplicated against) the first attempt.
+        _timeout=WEBHOOK_HOLD_SECONDS,
     ).register(app, path=settings.webhook_path)
     app.router.add_get("/healthz", health_handler(engine))
     runner = web.AppRunner(app, shutdown_timeout=5)

@@ -71,32 +71,35 @@ async def click(server: BotApiServer, user: SimUser, label: str, **kwargs: Any) 
     return await reply_to(server, user, mark)
 
 
+# Backends of update transactions held up by a lock: they already hold the per-user advisory
+# lock (storage.updates), which tells them apart from the delivery worker or the scheduler
+# waiting on the same table.
+_UPDATES_WAITING = (
+    "SELECT DISTINCT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
+    "WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() "
+    "AND a.wait_event_type = 'Lock' AND l.locktype = 'advisory' AND l.granted"
+)
+
+
 async def kill_waiting_backends(engine: AsyncEngine) -> int:
-    """Terminate the bot's connections that wait on a lock: a database failure mid-update."""
+    """Terminate the bot's update transactions that wait on a lock: a database failure
+    mid-update."""
     async with engine.connect() as conn:
         result = await conn.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND wait_event_type = 'Lock'"
-            )
+            text(f"SELECT pg_terminate_backend(pid) FROM ({_UPDATES_WAITING}) AS waiting")
         )
         return len(result.all())
 
 
 async def wait_for_lock_waiter(engine: AsyncEngine, timeout: float = REPLY_TIMEOUT) -> None:
+    """Until an update's transaction waits on a lock the test holds."""
     import asyncio
 
     async with asyncio.timeout(timeout):
         while True:
             async with engine.connect() as conn:
-                waiting = await conn.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND wait_event_type = 'Lock'"
-                    )
-                )
-            if waiting:
+                waiting = (await conn.execute(text(_UPDATES_WAITING))).first()
+            if waiting is not None:
                 return
             await asyncio.sleep(0.05)
 
