@@ -533,7 +533,9 @@ async def on_page(
     clock: Clock,
 ) -> None:
     page = callback_data.page
-    shown = None if page < 0 else await _my_page(session, user, t, settings, clock(), page)
+    # The number comes from the client: a forged one may not even fit the query's offset.
+    fits = 0 <= page < 2**31 // PAGE
+    shown = await _my_page(session, user, t, settings, clock(), page) if fits else None
     if shown is None or not isinstance(callback.message, Message):
         replies.add(callback.answer(t("callback.stale"), show_alert=True))
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from aiogram import F, Router
@@ -95,8 +96,11 @@ async def _redeem(
         return outcome is not invites.Refusal.UNKNOWN
     await state.clear()
     if outcome.previous_user_id is not None:
-        # The officer's old account loses its officer commands at once.
+        # The officer's old account loses its officer commands at once, and the conversation
+        # it was in: the steps left were an officer's.
         replies.add(chat_commands(outcome.previous_user_id, Role.STRANGER, t))
+        old = outcome.previous_user_id
+        await FSMContext(state.storage, replace(state.key, chat_id=old, user_id=old)).clear()
     if outcome.kind == InviteKind.OFFICER:
         assert outcome.officer is not None
         listed = await villages.officer_villages(session, outcome.officer.id)
