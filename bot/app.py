@@ -2,18 +2,44 @@
 
 from __future__ import annotations
 
-from aiogram import Bot, Dispatcher, F
+from aiogram import Bot, Dispatcher, F, methods
 from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.methods.base import Response
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ChatType
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.filters import run_filters_inline
 from bot.flows.kit import AlbumAcks
 from bot.handlers import get_routers
 from bot.middlewares import UpdateTransaction, UserContext
 from bot.settings import DEFAULT_API_URL, Settings
 from core.clock import Clock, system_clock
 from storage.fsm import PostgresStorage
+
+# aiogram parses every Bot API answer with the pydantic model Response[T], which pydantic
+# caches only weakly: once garbage-collected, the next call rebuilds it (milliseconds each).
+# Held here for the methods the bot calls, the models live as long as the process.
+_RESPONSE_MODELS = [
+    Response[method.__returning__]  # type: ignore[name-defined]
+    for method in (
+        methods.SendMessage,
+        methods.SendPhoto,
+        methods.SendDocument,
+        methods.SendLocation,
+        methods.SendMediaGroup,
+        methods.EditMessageText,
+        methods.EditMessageReplyMarkup,
+        methods.AnswerCallbackQuery,
+        methods.DeleteMessage,
+        methods.SetMyCommands,
+        methods.SetWebhook,
+        methods.DeleteWebhook,
+        methods.GetMe,
+        methods.GetUpdates,
+        methods.GetFile,
+    )
+]
 
 
 def make_bot(settings: Settings) -> Bot:
@@ -42,4 +68,5 @@ def build_dispatcher(
     dp.update.outer_middleware(UserContext(settings.default_locale))
     dp.message.filter(F.chat.type == ChatType.PRIVATE)
     dp.include_routers(*get_routers())
+    run_filters_inline(dp)
     return dp

@@ -171,12 +171,30 @@ async def run_webhook(
         settings.webhook_path,
     )
     try:
-        await bot.set_webhook(
-            settings.webhook_url,
-            secret_token=secret,
-            allowed_updates=dp.resolve_used_update_types(),
-            drop_pending_updates=False,
-        )
+        await _register_webhook(bot, dp, settings.webhook_url, secret, stop)
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+async def _register_webhook(
+    bot: Bot, dp: Dispatcher, url: str, secret: str, stop: asyncio.Event
+) -> None:
+    """setWebhook, retried while the Bot API is unreachable or refuses for now: the app is
+    already serving, and a passing failure must not end the process."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            await bot.set_webhook(
+                url,
+                secret_token=secret,
+                allowed_updates=dp.resolve_used_update_types(),
+                drop_pending_updates=False,
+            )
+            return
+        except TelegramRetryAfter as exc:
+            await sleep_unless_stopped(stop, exc.retry_after)
+        except (TelegramNetworkError, TelegramServerError, OSError, TimeoutError) as exc:
+            log.warning("setWebhook failed (%s); retrying in %.0fs", exc, delay)
+            await sleep_unless_stopped(stop, delay)
+            delay = min(delay * 2, MAX_BACKOFF)
