@@ -10,23 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import os
-import secrets
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import openpyxl
+from common import scratch_database
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from core.directory import COLUMNS, parse_directory
-from storage.db import make_engine, to_async_url
+from storage.db import make_engine
 from storage.directory import import_directory, read_directory_file
-from storage.embedded import EmbeddedPostgres
 from storage.migrate import upgrade
 
 
@@ -39,28 +33,6 @@ def rows(villages: int) -> list[list[str]]:
         out.append([*common, f"R{i:06d}", f"驻村民警{i}", "resident"])
         out.append([*common, f"C{i // 5:06d}", f"包村民警{i // 5}", "contact"])
     return out
-
-
-@asynccontextmanager
-async def scratch_database() -> AsyncIterator[str]:
-    configured = os.environ.get("DATABASE_URL")
-    embedded = None
-    if configured is None:
-        tmp = tempfile.mkdtemp(prefix="vb-bench-")
-        embedded = EmbeddedPostgres(Path(tmp) / "pg")
-        configured = await embedded.start()
-    parts = urlsplit(configured)
-    admin_dsn = urlunsplit(parts._replace(scheme="postgresql"))
-    name = f"vb_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield to_async_url(urlunsplit(parts._replace(path=f"/{name}")))
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-        if embedded is not None:
-            await embedded.stop()
 
 
 async def main(villages: int) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from io import BytesIO
 from pathlib import Path
@@ -1098,6 +1099,67 @@ async def test_webhook_delivery_secret_and_retry(server: BotApiServer, bot: Bot)
         assert [seen[1]["update_id"] for seen in receiver.seen] == [update["update_id"]] * 3
         assert await bot.delete_webhook()
     assert (await bot.get_webhook_info()).url == ""
+
+
+async def test_webhook_set_again_while_idle(server: BotApiServer, bot: Bot) -> None:
+    """Two bot processes behind one URL both call setWebhook: the second call returns at once
+    (on Python 3.11 the idle delivery loop could swallow its cancel, and the call hung), and
+    one delivery loop remains."""
+    user = server.user()
+    async with Receiver([]) as receiver:
+        assert await bot.set_webhook(receiver.url)
+        await asyncio.sleep(0.05)  # the delivery loop is idle, waiting for an update
+        async with asyncio.timeout(5):
+            assert await bot.set_webhook(receiver.url)
+        update = await server.send_text(user, "after the second setWebhook")
+        await server.wait_delivered(update["update_id"], timeout=5)
+        assert [seen[1]["update_id"] for seen in receiver.seen] == [update["update_id"]]
+        await bot.delete_webhook()
+
+
+async def test_webhook_parallel_delivers_chats_at_once_each_in_order() -> None:
+    """webhook_parallel: as Telegram does, different chats at once, one chat's updates one at
+    a time and in order, a failed one retried before the chat's next goes out."""
+    in_flight: set[int] = set()
+    overlaps: list[int] = []
+    failing: dict[int, int] = {}  # chat -> answers of 500 still to give
+    answered: list[tuple[int, str]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        message = (await request.json())["message"]
+        chat = message["chat"]["id"]
+        overlaps.append(-1 if chat in in_flight else len(in_flight) + 1)
+        in_flight.add(chat)
+        await asyncio.sleep(0.05)
+        in_flight.discard(chat)
+        if failing.get(chat):
+            failing[chat] -= 1
+            return web.Response(status=500)
+        answered.append((chat, message["text"]))
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        async with BotApiServer(webhook_parallel=True) as server:
+            users = [server.user() for _ in range(3)]
+            failing[users[0].id] = 1
+            updates = [await server.send_text(u, text) for text in ("1", "2", "3") for u in users]
+            session = AiohttpSession(api=TelegramAPIServer.from_base(server.url))
+            async with Bot(server.token, session=session) as bot:
+                await bot.set_webhook(f"http://127.0.0.1:{runner.addresses[0][1]}/hook")
+                for update in updates:
+                    await server.wait_delivered(update["update_id"], timeout=10)
+            attempts = Counter(a.update_id for a in server.webhook_attempts)
+    finally:
+        await runner.cleanup()
+    assert -1 not in overlaps and max(overlaps) == 3
+    for user in users:
+        assert [text for chat, text in answered if chat == user.id] == ["1", "2", "3"]
+    assert attempts[updates[0]["update_id"]] == 2 and sum(attempts.values()) == 10
 
 
 async def test_webhook_keeps_order_and_retries_connection_errors(

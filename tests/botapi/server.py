@@ -55,6 +55,7 @@ class BotApiServer:
         webhook_retry_delay: float = 0.2,
         webhook_max_retry_delay: float = 5.0,
         require_https_webhooks: bool = False,
+        webhook_parallel: bool = False,
     ) -> None:
         self.token = token
         self.world = World(token, bot_username, bot_name)
@@ -62,6 +63,7 @@ class BotApiServer:
             now=self.world.now,
             retry_delay=webhook_retry_delay,
             max_retry_delay=webhook_max_retry_delay,
+            parallel=webhook_parallel,
         )
         self.queue.on_webhook_reply = self._run_webhook_reply
         self.recorder = Recorder()

@@ -27,6 +27,20 @@ def update_type(update: dict[str, Any]) -> str:
     return next((key for key in update if key != "update_id"), "unknown")
 
 
+def _chat_key(update: dict[str, Any]) -> Any:
+    """The chat whose updates Telegram delivers one after another (else the update alone)."""
+    payload = update.get(update_type(update))
+    if isinstance(payload, dict):
+        message = payload.get("message", payload)
+        chat = message.get("chat") if isinstance(message, dict) else None
+        if isinstance(chat, dict):
+            return chat.get("id")
+        sender = payload.get("from")
+        if isinstance(sender, dict):
+            return ("user", sender.get("id"))
+    return ("update", update.get("update_id"))
+
+
 @dataclass
 class _Queued:
     update: dict[str, Any]
@@ -56,8 +70,12 @@ class UpdateQueue:
         retry_delay: float = 0.2,
         max_retry_delay: float = 5.0,
         request_timeout: float = 10.0,
+        parallel: bool = False,
     ) -> None:
         self.now = now
+        # Webhook: one update at a time (False), or as Telegram does (True): each chat's
+        # updates in order, one at a time, different chats at once up to max_connections.
+        self.parallel = parallel
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
         self.request_timeout = request_timeout
@@ -213,9 +231,14 @@ class UpdateQueue:
             self._session = None
 
     async def _deliver_forever(self) -> None:
+        if self.parallel:
+            await self._deliver_in_parallel()
+            return
         delay = self.retry_delay
-        # `closing` too: on Python 3.11 wait_for() can swallow the cancel that close() sends.
-        while self.webhook is not None and not self.closing:
+        # `closing` and the worker check too: on Python 3.11 wait_for() can swallow the cancel
+        # that close() or a second setWebhook (_stop_worker) sends.
+        me = asyncio.current_task()
+        while self.webhook is not None and not self.closing and self._worker is me:
             event = self.pulse.current()
             if not self.pending:
                 await Pulse.wait(event, 1.0)
@@ -259,14 +282,59 @@ class UpdateQueue:
             )
             self.pulse.fire()
             return False
-        if self.pending and self.pending[0] is item:
-            self.pending.pop(0)
+        for index, queued in enumerate(self.pending):
+            if queued is item:
+                del self.pending[index]
+                break
         self.delivered.add(update_id)
         self.pulse.fire()
         if reply is not None and self.on_webhook_reply is not None:
             # Telegram executes a method given in the webhook answer and ignores its result.
             await self.on_webhook_reply(*reply)
         return True
+
+    async def _deliver_in_parallel(self) -> None:
+        """Each chat's first pending update on a connection of its own (up to max_connections),
+        retried with backoff until answered 2xx before the chat's next one goes out."""
+        me = asyncio.current_task()
+        busy: set[Any] = set()
+        lanes: set[asyncio.Task[None]] = set()
+
+        def running() -> bool:
+            return self.webhook is not None and not self.closing and self._worker is me
+
+        async def lane(item: _Queued, chat: Any) -> None:
+            delay = self.retry_delay
+            try:
+                while running() and self.webhook is not None:
+                    if await self._post(self.webhook, item):
+                        return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.max_retry_delay)
+            finally:
+                busy.discard(chat)
+                self.pulse.fire()
+
+        try:
+            while running() and self.webhook is not None:
+                event = self.pulse.current()
+                seen = set(busy)
+                for item in list(self.pending):
+                    if len(lanes) >= self.webhook.max_connections:
+                        break
+                    chat = _chat_key(item.update)
+                    if chat in seen:  # only a chat's first pending update may go
+                        continue
+                    seen.add(chat)
+                    busy.add(chat)
+                    task = asyncio.create_task(lane(item, chat))
+                    lanes.add(task)
+                    task.add_done_callback(lanes.discard)
+                await Pulse.wait(event, 1.0)
+        finally:
+            for task in list(lanes):
+                task.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
 
     async def reset(self) -> None:
         """Forget every update and the webhook; update ids keep counting up."""
