@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiogram import Bot, Dispatcher, F, methods
 from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.methods.base import Response
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ChatType
+from aiogram.methods.base import Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.filters import run_filters_inline
