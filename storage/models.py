@@ -277,6 +277,14 @@ class VisitReport(Base):
     __table_args__ = (
         Index("ix_visit_reports_officer_date", "officer_id", "visit_date"),
         Index("ix_visit_reports_village_date", "village_id", "visit_date"),
+        # A month of every officer's visits (quota nudges, scores) read from the index alone.
+        Index(
+            "ix_visit_reports_date_covering",
+            "visit_date",
+            postgresql_include=["officer_id", "village_id", "households", "id"],
+        ),
+        # The week's reports for the spot checks.
+        Index("ix_visit_reports_submitted_at", "submitted_at"),
         CheckConstraint("hours > 0 AND hours <= 24", name="hours"),
         CheckConstraint("households >= 0", name="households"),
     )
@@ -302,6 +310,11 @@ class VisitReport(Base):
 
 class VisitActivity(Base):
     __tablename__ = "visit_activities"
+    __table_args__ = (
+        # The activity lines of a month's reports read from the index alone (the primary key
+        # lacks the count).
+        Index("ix_visit_activities_covering", "report_id", postgresql_include=["code", "count"]),
+    )
 
     report_id: Mapped[int] = mapped_column(
         ForeignKey("visit_reports.id", ondelete="CASCADE"), primary_key=True

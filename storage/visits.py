@@ -111,6 +111,10 @@ async def progress(
                 case((VisitActivity.code.in_(problem_codes), VisitActivity.count), else_=0)
             ).label("problems"),
         )
+        # Only this officer's reports of the period: without it the totals of every
+        # activity ever recorded would be summed first (seconds at province scale).
+        .join(VisitReport, VisitReport.id == VisitActivity.report_id)
+        .where(in_period)
         .group_by(VisitActivity.report_id)
         .subquery()
     )
