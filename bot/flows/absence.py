@@ -150,7 +150,9 @@ async def start(
     if not listed:
         replies.add(message.answer(t("villages.none")))
         return
-    await state.set_data({"draft": kit.new_draft_id(), "choices": [[v.id, v.name] for v in listed]})
+    await state.set_data(
+        {"draft": kit.new_draft_id(FLOW), "choices": [[v.id, v.name] for v in listed]}
+    )
     if len(listed) == 1:
         await state.update_data(village_id=listed[0].id, village_name=listed[0].name)
         await _ask(message, "day", state, t, replies, _today(clock, settings))

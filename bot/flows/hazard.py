@@ -220,7 +220,9 @@ async def start(
     if not listed:
         replies.add(message.answer(t("villages.none")))
         return
-    await state.set_data({"draft": kit.new_draft_id(), "choices": [[v.id, v.name] for v in listed]})
+    await state.set_data(
+        {"draft": kit.new_draft_id(FLOW), "choices": [[v.id, v.name] for v in listed]}
+    )
     if len(listed) == 1:
         await state.update_data(village_id=listed[0].id, village_name=listed[0].name)
         await _ask(message, "category", state, t, replies, settings)
@@ -609,7 +611,7 @@ async def on_hazard_button(
         return
     replies.add(callback.answer())
     data: dict[str, Any] = {
-        "draft": kit.new_draft_id(),
+        "draft": kit.new_draft_id(CLOSE_FLOW),
         "hazard_id": found.id,
         "listed": callback.message.message_id if callback.message else None,
     }

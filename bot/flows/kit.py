@@ -69,8 +69,11 @@ def distance_to_centre(
     return round(distance_m(lat, lon, centre_lat, centre_lon))
 
 
-def new_draft_id() -> str:
-    return secrets.token_hex(8)
+def new_draft_id(flow: str) -> str:
+    """A conversation's id, naming its flow: all flows keep their draft under one key and
+    share step names ("village", "summary"), so a button of one flow carrying another
+    flow's live draft is told apart (and refused) by the prefix."""
+    return f"{flow}.{secrets.token_hex(8)}"
 
 
 def header(t: Translator, step: int, total: int) -> str:
@@ -139,9 +142,15 @@ async def live_draft(
     t: Translator,
     replies: Replies,
 ) -> dict[str, Any] | None:
-    """The conversation's data when the button belongs to it; else say so and return None."""
+    """The conversation's data when the button belongs to it; else say so and return None.
+    A button under a message Telegram no longer gives (deleted, or too old) is stale too:
+    nothing could be edited or answered under it."""
     data = await state.get_data()
-    if data.get("draft") != callback_data.draft:
+    if (
+        data.get("draft") != callback_data.draft
+        or not callback_data.draft.startswith(f"{callback_data.flow}.")
+        or not isinstance(callback.message, Message)
+    ):
         replies.add(callback.answer(t("callback.stale"), show_alert=True))
         return None
     return data

@@ -220,7 +220,7 @@ async def start(
         replies.add(message.answer(refused, reply_markup=menu))
         return
     await state.set_data(
-        {"draft": kit.new_draft_id(), "village_id": village.id, "village_name": village.name}
+        {"draft": kit.new_draft_id(FLOW), "village_id": village.id, "village_name": village.name}
     )
     await _ask(message, "category", state, t, replies)
 

@@ -28,7 +28,7 @@ from bot.replies import Replies
 from bot.settings import Settings
 from core.activities import COUNTED, MAX_COUNT, ORDER, Activity
 from core.clock import Clock
-from core.geo import far_from_centre
+from core.geo import far_from_centre, valid_point
 from core.parsing import (
     check_range,
     check_visit_date,
@@ -216,7 +216,9 @@ async def start(
     if not listed:
         replies.add(message.answer(t("villages.none")))
         return
-    await state.set_data({"draft": kit.new_draft_id(), "choices": [[v.id, v.name] for v in listed]})
+    await state.set_data(
+        {"draft": kit.new_draft_id(FLOW), "choices": [[v.id, v.name] for v in listed]}
+    )
     today = _today(clock, settings)
     if len(listed) == 1:
         await state.update_data(village_id=listed[0].id, village_name=listed[0].name)
@@ -575,11 +577,14 @@ async def shared_location(
     clock: Clock,
 ) -> None:
     assert message.location is not None and user.officer_id is not None
+    lat, lon = message.location.latitude, message.location.longitude
+    if not valid_point(lat, lon):  # a forged update; no distance can be measured to it
+        replies.add(message.answer(t("visit.bad_location")))
+        return
     data = await state.get_data()
     found = await villages.assigned_village(
         session, officer_id=user.officer_id, village_id=data["village_id"]
     )
-    lat, lon = message.location.latitude, message.location.longitude
     distance = None if found is None else kit.distance_to_centre(lat, lon, found[1], found[2])
     await state.update_data(lat=lat, lon=lon, distance=distance)
     if far_from_centre(distance, settings.location_radius_m):

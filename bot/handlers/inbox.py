@@ -343,7 +343,7 @@ def _begin(action: str) -> Action:
             return
         replies.add(callback.answer())
         data: dict[str, Any] = {
-            "draft": kit.new_draft_id(),
+            "draft": kit.new_draft_id(FLOW),
             "request_id": request.id,
             "origin": callback.message.message_id if callback.message else None,
         }
