@@ -25,6 +25,7 @@ from scheduler.media import MediaDownloader
 from scheduler.outbox import OutboxWorker
 from scheduler.runner import run_scheduler
 from storage.db import Database, open_database
+from storage.invites import prune_join_failures
 from storage.meta import BOT_USERNAME, set_meta
 from storage.migrate import upgrade
 from storage.updates import prune_processed
@@ -61,11 +62,14 @@ async def _introduce(bot: Bot, stop: asyncio.Event) -> TelegramUser | None:
 
 
 async def _housekeeping(sessions: async_sessionmaker[AsyncSession], stop: asyncio.Event) -> None:
-    """Forget old update ids now and then; Telegram stops redelivering after a day."""
+    """Forget old update ids now and then (Telegram stops redelivering after a day), and
+    failed join links older than the guessing window counts."""
     while not stop.is_set():
         try:
+            now = system_clock()
             async with sessions() as session, session.begin():
-                pruned = await prune_processed(session, older_than=system_clock() - KEEP_UPDATE_IDS)
+                pruned = await prune_processed(session, older_than=now - KEEP_UPDATE_IDS)
+                await prune_join_failures(session, older_than=now - KEEP_UPDATE_IDS)
             if pruned:
                 log.info("forgot %d old update ids", pruned)
         except Exception as exc:  # housekeeping must never stop the bot

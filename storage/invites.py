@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.roles import InviteKind, Role
@@ -174,3 +174,9 @@ async def join_failures_since(session: AsyncSession, *, user_id: int, since: dat
         )
         or 0
     )
+
+
+async def prune_join_failures(session: AsyncSession, *, older_than: datetime) -> int:
+    """Forget failed links older than any guessing window looks at."""
+    result = await session.execute(delete(JoinFailure).where(JoinFailure.at < older_than))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -148,3 +148,19 @@ async def test_current_village_names_resident_officer(
         await villages.join_village(s, user, d.villages[0].id)
         current = await villages.current_village(s, user.id)
         assert current is not None and current.officer_name == "王警官"  # resident, not contact
+
+
+async def test_join_failures_are_counted_in_the_window_and_pruned(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    now = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
+    async with sessions() as s, s.begin():
+        for minutes in (40, 10, 5, 1):
+            await invites.record_join_failure(s, user_id=7, now=now - timedelta(minutes=minutes))
+        await invites.record_join_failure(s, user_id=8, now=now)
+    async with sessions() as s, s.begin():
+        since = now - timedelta(minutes=15)
+        assert await invites.join_failures_since(s, user_id=7, since=since) == 3
+        assert await invites.join_failures_since(s, user_id=8, since=since) == 1
+        assert await invites.prune_join_failures(s, older_than=now - timedelta(minutes=30)) == 1
+        assert await invites.join_failures_since(s, user_id=7, since=now - timedelta(days=1)) == 3
