@@ -21,7 +21,7 @@ from bot.replies import Replies
 from core.roles import Role
 from storage.db import is_transient
 from storage.fsm import PostgresStorage
-from storage.updates import claim_update, record_failure
+from storage.updates import claim_update, keep_answers, record_failure, take_answers
 from storage.users import TelegramProfile, touch_user
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
@@ -77,17 +77,18 @@ class UpdateTransaction(BaseMiddleware):
         assert isinstance(event, Update)
         context: EventContext = data[EVENT_CONTEXT_KEY]
         serial_key = context.user_id or context.chat_id
-        replies = Replies()
         bot: Bot = data["bot"]
         async with self._locks.hold(serial_key or 0):
             try:
-                result = await self._apply(handler, event, data, serial_key, replies)
+                result, replies, fresh = await self._apply(handler, event, data, serial_key)
             except Exception as exc:
                 if is_transient(exc) or not await self._set_aside(event, exc):
                     raise
                 log.exception("update %s set aside after repeated failures", event.update_id)
                 await self._apologise(bot, data)
                 return UNHANDLED
+            if fresh and replies and not await self._take(event.update_id):
+                return result  # a redelivery of this update took the answers and sends them
             await replies.send(bot)
         return result
 
@@ -97,17 +98,33 @@ class UpdateTransaction(BaseMiddleware):
         event: Update,
         data: dict[str, Any],
         serial_key: int | None,
-        replies: Replies,
-    ) -> Any:
+    ) -> tuple[Any, Replies, bool]:
+        """Apply the update: its result, the answers to send once committed, and whether it
+        was applied now (False for a redelivery of one applied before).
+
+        A redelivered update that was applied before is not applied again; its answers are
+        sent if the process that applied it died before sending them.
+        """
         async with self._sessions() as session, session.begin():
             if not await claim_update(session, event.update_id, serial_key=serial_key):
-                return UNHANDLED
+                kept = await take_answers(session, event.update_id)
+                if kept:
+                    log.info("update %s was applied but not answered; answering", event.update_id)
+                return UNHANDLED, Replies.from_json(kept or []), False
+            replies = Replies()
             data["session"] = session
             data["replies"] = replies
             with self._storage.bind(session):
                 result = await handler(event, data)
                 await self._storage.flush()
-        return result
+            if replies:
+                await keep_answers(session, event.update_id, replies.to_json())
+        return result, replies, True
+
+    async def _take(self, update_id: int) -> bool:
+        """Take the committed answers of `update_id` for sending; False when taken already."""
+        async with self._sessions() as session, session.begin():
+            return await take_answers(session, update_id) is not None
 
     async def _set_aside(self, event: Update, exc: Exception) -> bool:
         """Count the failure; True when the update is now dead. Raises nothing of its own."""

@@ -1,7 +1,10 @@
 """Answers to the user, sent only after the update's transaction has committed.
 
 Handlers add Bot API method objects (e.g. `message.answer(...)` without awaiting it); the
-transaction middleware sends them once the changes they talk about are durable.
+transaction middleware sends them once the changes they talk about are durable. They are
+also stored with the update (`to_json`), so that if the process dies between commit and
+answer, the update's redelivery sends them (`from_json`) instead of leaving the user
+without one.
 """
 
 from __future__ import annotations
@@ -10,11 +13,31 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiogram import Bot
+from aiogram import Bot, methods
+from aiogram.client.default import Default
 from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError
 from aiogram.methods import TelegramMethod
+from aiogram.types import InputFile
 
 log = logging.getLogger(__name__)
+
+# Bot API method name -> aiogram method class, for answers read back from the database.
+_METHODS: dict[str, type[TelegramMethod[Any]]] = {
+    cls.__api_method__: cls
+    for cls in vars(methods).values()
+    if isinstance(cls, type) and issubclass(cls, TelegramMethod) and hasattr(cls, "__api_method__")
+}
+
+
+def _stored(method: TelegramMethod[Any]) -> dict[str, Any] | None:
+    """The method as JSON; None for one that uploads a file (answers with uploads, such as
+    a digest's chart, are not kept: on redelivery the user gets the rest)."""
+    if any(isinstance(value, InputFile) for _, value in method):
+        return None
+    # Defaults (parse mode, link previews, …) stay unset: the bot fills them in when sending.
+    unset = {name for name, value in method if isinstance(value, Default)}
+    params = method.model_dump(mode="json", exclude_none=True, exclude=unset)
+    return {"method": method.__api_method__, "params": params}
 
 
 class Replies:
@@ -32,6 +55,22 @@ class Replies:
 
     def __len__(self) -> int:
         return len(self._methods)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        stored = (_stored(method) for method, _ in self._methods)
+        return [item for item in stored if item is not None]
+
+    @classmethod
+    def from_json(cls, stored: list[dict[str, Any]]) -> Replies:
+        """Answers kept by `to_json`; an entry this version cannot read is logged and left out."""
+        replies = cls()
+        for item in stored:
+            try:
+                method_class = _METHODS[item["method"]]
+                replies.add(method_class.model_validate(item["params"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("cannot resend a stored answer %r: %s", item.get("method"), exc)
+        return replies
 
     async def send(self, bot: Bot) -> None:
         for method, sent in self._methods:

@@ -231,6 +231,10 @@ class ProcessedUpdate(Base):
     processed_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), index=True
     )
+    # The answers to the update, written in its transaction and taken (set to NULL) by
+    # whoever sends them: a process that dies between commit and answer leaves them here
+    # for the update's redelivery.
+    answers: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
 
 
 class FailedUpdate(Base):

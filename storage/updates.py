@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, text
+from sqlalchemy import delete, func, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,6 +35,33 @@ async def claim_update(session: AsyncSession, update_id: int, *, serial_key: int
     else:
         result = await session.execute(_CLAIM_LOCKED, {"update_id": update_id, "key": serial_key})
     return result.first() is not None
+
+
+async def keep_answers(
+    session: AsyncSession, update_id: int, answers: list[dict[str, Any]]
+) -> None:
+    """Store the answers to an update being applied, in its transaction (see take_answers)."""
+    applied = ProcessedUpdate.update_id == update_id
+    await session.execute(update(ProcessedUpdate).where(applied).values(answers=answers))
+
+
+# Takes the answers atomically: of two transactions racing for them (the process that applied
+# the update and one handling its redelivery), the second finds them taken and gets nothing.
+_TAKE_ANSWERS = text(
+    "UPDATE processed_updates AS p SET answers = NULL "
+    "FROM (SELECT update_id, answers FROM processed_updates "
+    "      WHERE update_id = :update_id AND answers IS NOT NULL FOR UPDATE) AS kept "
+    "WHERE p.update_id = kept.update_id AND p.answers IS NOT NULL "
+    "RETURNING kept.answers"
+)
+
+
+async def take_answers(session: AsyncSession, update_id: int) -> list[dict[str, Any]] | None:
+    """The stored answers to an applied update, now marked as taken; None when there were
+    none or someone else took them. Whoever takes them sends them."""
+    result = await session.execute(_TAKE_ANSWERS, {"update_id": update_id})
+    answers = result.scalar_one_or_none()
+    return list(answers) if answers is not None else None
 
 
 async def record_failure(

@@ -15,12 +15,14 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from aiogram.types import TelegramObject, Update
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import build_dispatcher
 from bot.i18n import Translator, catalogue
+from bot.middlewares import UpdateTransaction
 from bot.runner import run_polling
 from core.tokens import village_payload
 from storage import invites
@@ -459,3 +461,48 @@ async def test_one_percent_of_handler_calls_raising_loses_no_update(
     assert reports == 6 and requests == 20
     assert events == {"created": 20}
     assert outbox == 20  # the officer's notice of each request, once
+
+
+# --- a process that dies between commit and answer ---------------------------------------------
+
+
+class Killed(BaseException):
+    """The process dying: nothing after it runs, not even `except Exception` blocks."""
+
+
+async def test_an_update_applied_but_not_answered_is_answered_on_its_redelivery(
+    chat: Chat,
+    sessions: async_sessionmaker[AsyncSession],
+    directory: Directory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    officer = chat.server.user(first_name="王")
+    await chat.say(officer, await _officer_link(sessions, "012345", chat))
+    update = await chat.server.send_text(officer, "/visit")
+    before = len(chat.texts(officer))
+
+    async def die(self: UpdateTransaction, update_id: int) -> bool:
+        raise Killed
+
+    with monkeypatch.context() as patched:
+        patched.setattr(UpdateTransaction, "_take", die)
+        with pytest.raises(Killed):
+            await chat.feed(update)  # applied and committed; the answer never left
+    assert len(chat.texts(officer)) == before
+    async with sessions() as s:
+        assert await s.scalar(select(ProcessedUpdate.answers).filter_by(**_id(update))) is not None
+
+    await chat.feed(update)  # Telegram delivers it again: not applied twice, but answered
+    await chat.feed(update)  # and a third time: the answer is not sent twice
+    asked = chat.texts(officer)[before:]
+    assert asked == [ZH("flow.step", step=1, total=8) + "\n" + ZH("visit.ask_village")]
+    await chat.click(officer, "张庄村")  # the resent keyboard works
+    assert chat.texts(officer)[-1].startswith(ZH("flow.step", step=2, total=8))
+    async with sessions() as s:
+        assert await s.scalar(select(ProcessedUpdate.answers).filter_by(**_id(update))) is None
+        states = list(await s.scalars(select(ConversationState.state)))
+    assert len([s for s in states if s is not None]) == 1
+
+
+def _id(update: dict[str, Any]) -> dict[str, int]:
+    return {"update_id": int(update["update_id"])}

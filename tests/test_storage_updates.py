@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 from aiogram.fsm.storage.base import StorageKey
+from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage, SendPhoto
+from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.replies import Replies
 from storage.fsm import PostgresStorage
 from storage.models import ConversationState
-from storage.updates import claim_update
+from storage.updates import claim_update, keep_answers, take_answers
 
 KEY = StorageKey(bot_id=1, chat_id=42, user_id=42)
 
@@ -97,3 +102,56 @@ async def test_get_data_returns_a_copy(sessions: async_sessionmaker[AsyncSession
             data["items"] = 99
             assert await storage.get_data(KEY) == {"items": 1}
             await storage.flush()
+
+
+async def test_kept_answers_are_taken_once(sessions: async_sessionmaker[AsyncSession]) -> None:
+    answers = [{"method": "sendMessage", "params": {"chat_id": 42, "text": "好"}}]
+    async with sessions() as s, s.begin():
+        assert await claim_update(s, 40, serial_key=42)
+        await keep_answers(s, 40, answers)
+        assert await claim_update(s, 41, serial_key=42)  # applied without answers
+    async with sessions() as s, s.begin():
+        assert await take_answers(s, 41) is None
+        assert await take_answers(s, 40) == answers
+    async with sessions() as s, s.begin():
+        assert await take_answers(s, 40) is None
+
+
+async def test_of_two_racing_takers_one_gets_the_answers(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    answers = [{"method": "sendMessage", "params": {"chat_id": 42, "text": "好"}}]
+    async with sessions() as s, s.begin():
+        assert await claim_update(s, 50, serial_key=42)
+        await keep_answers(s, 50, answers)
+
+    async def taker(pause: float) -> list[dict[str, Any]] | None:
+        async with sessions() as s, s.begin():
+            taken = await take_answers(s, 50)
+            await asyncio.sleep(pause)  # the first holds its row lock a while
+            return taken
+
+    first, second = await asyncio.gather(taker(0.3), taker(0.0))
+    assert sorted([first, second], key=bool) == [None, answers]
+
+
+def test_answers_survive_the_round_trip_through_json() -> None:
+    keyboard = InlineKeyboardMarkup(
+        inline_keyboard=[[InlineKeyboardButton(text="张庄村", callback_data="v:1:7")]]
+    )
+    replies = Replies()
+    replies.add(
+        SendMessage(chat_id=42, text="走访哪个村？", reply_markup=keyboard),
+        AnswerCallbackQuery(callback_query_id="9"),
+        SendPhoto(chat_id=42, photo=BufferedInputFile(b"png", filename="chart.png")),
+        EditMessageText(chat_id=42, message_id=3, text="已保存"),
+    )
+    stored = json.loads(json.dumps(replies.to_json()))  # as the database gives it back
+    assert [item["method"] for item in stored] == [
+        "sendMessage",
+        "answerCallbackQuery",
+        "editMessageText",
+    ]  # an upload is not kept
+    again = Replies.from_json([*stored, {"method": "noSuchMethod", "params": {}}])
+    assert again.to_json() == stored
+    assert len(again) == 3
