@@ -21,11 +21,22 @@ from bot.replies import Replies
 from core.roles import Role
 from storage.db import is_transient
 from storage.fsm import PostgresStorage
-from storage.updates import claim_update, keep_answers, record_failure, take_answers
+from storage.updates import (
+    claim_update,
+    clear_answers,
+    keep_answers,
+    record_failure,
+    take_unsent_answers,
+)
 from storage.users import TelegramProfile, touch_user
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 log = logging.getLogger(__name__)
+
+# Seconds after which the kept answers to an applied update are taken to be unsent by their
+# process (it died), when the update is delivered again; a live process sends its answers
+# within milliseconds of commit.
+ANSWER_GRACE = 10.0
 
 
 class KeyedLocks:
@@ -66,8 +77,10 @@ class UpdateTransaction(BaseMiddleware):
         *,
         default_locale: str,
         give_up_after: int = 3,
+        answer_grace: float = ANSWER_GRACE,
     ) -> None:
         self._sessions = sessions
+        self._answer_grace = answer_grace
         self._storage = storage
         self._default_locale = default_locale
         self._give_up_after = give_up_after
@@ -87,9 +100,11 @@ class UpdateTransaction(BaseMiddleware):
                 log.exception("update %s set aside after repeated failures", event.update_id)
                 await self._apologise(bot, data)
                 return UNHANDLED
-            if fresh and replies and not await self._take(event.update_id):
-                return result  # a redelivery of this update took the answers and sends them
+            if not fresh:
+                replies = await self._unsent(event.update_id)
             await replies.send(bot)
+            if fresh and replies:
+                await self._sent(event.update_id)
         return result
 
     async def _apply(
@@ -102,15 +117,11 @@ class UpdateTransaction(BaseMiddleware):
         """Apply the update: its result, the answers to send once committed, and whether it
         was applied now (False for a redelivery of one applied before).
 
-        A redelivered update that was applied before is not applied again; its answers are
-        sent if the process that applied it died before sending them.
+        A redelivered update that was applied before is not applied again (see `_unsent`).
         """
         async with self._sessions() as session, session.begin():
             if not await claim_update(session, event.update_id, serial_key=serial_key):
-                kept = await take_answers(session, event.update_id)
-                if kept:
-                    log.info("update %s was applied but not answered; answering", event.update_id)
-                return UNHANDLED, Replies.from_json(kept or []), False
+                return UNHANDLED, Replies(), False
             replies = Replies()
             data["session"] = session
             data["replies"] = replies
@@ -121,10 +132,30 @@ class UpdateTransaction(BaseMiddleware):
                 await keep_answers(session, event.update_id, replies.to_json())
         return result, replies, True
 
-    async def _take(self, update_id: int) -> bool:
-        """Take the committed answers of `update_id` for sending; False when taken already."""
-        async with self._sessions() as session, session.begin():
-            return await take_answers(session, update_id) is not None
+    async def _sent(self, update_id: int) -> None:
+        try:
+            async with self._sessions() as session, session.begin():
+                await clear_answers(session, update_id)
+        except Exception:
+            # Telegram still gets its 200: the answers are sent, and a leftover is only
+            # read by a redelivery, which this update will not have.
+            log.exception("could not mark the answers to update %s as sent", update_id)
+
+    async def _unsent(self, update_id: int) -> Replies:
+        """The answers to a redelivered, applied update that nobody sent: its process died
+        between commit and answer. While they are younger than `answer_grace` the process
+        that kept them may be alive and sending them (the same update delivered twice at
+        once), so this waits until they are cleared or the grace period is over."""
+        pause = 0.02
+        while True:
+            async with self._sessions() as session, session.begin():
+                unsent = await take_unsent_answers(session, update_id, grace=self._answer_grace)
+            if not unsent.pending:
+                if unsent.answers:
+                    log.info("update %s was applied but not answered; answering", update_id)
+                return Replies.from_json(unsent.answers or [])
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     async def _set_aside(self, event: Update, exc: Exception) -> bool:
         """Count the failure; True when the update is now dead. Raises nothing of its own."""

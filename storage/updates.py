@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, text, update
+from sqlalchemy import delete, func, null, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,28 +41,56 @@ async def claim_update(session: AsyncSession, update_id: int, *, serial_key: int
 async def keep_answers(
     session: AsyncSession, update_id: int, answers: list[dict[str, Any]]
 ) -> None:
-    """Store the answers to an update being applied, in its transaction (see take_answers)."""
-    applied = ProcessedUpdate.update_id == update_id
-    await session.execute(update(ProcessedUpdate).where(applied).values(answers=answers))
+    """Store the answers to an update being applied, in its transaction. The process that
+    applies it clears them once sent (`clear_answers`); answers left behind by a process that
+    died are sent by the update's redelivery (`take_unsent_answers`). `processed_at` is set
+    to the moment they were kept, for the grace period."""
+    await session.execute(
+        update(ProcessedUpdate)
+        .where(ProcessedUpdate.update_id == update_id)
+        .values(answers=answers, processed_at=func.clock_timestamp())
+    )
 
 
-# Takes the answers atomically: of two transactions racing for them (the process that applied
-# the update and one handling its redelivery), the second finds them taken and gets nothing.
-_TAKE_ANSWERS = text(
-    "UPDATE processed_updates AS p SET answers = NULL "
-    "FROM (SELECT update_id, answers FROM processed_updates "
-    "      WHERE update_id = :update_id AND answers IS NOT NULL FOR UPDATE) AS kept "
-    "WHERE p.update_id = kept.update_id AND p.answers IS NOT NULL "
-    "RETURNING kept.answers"
+async def clear_answers(session: AsyncSession, update_id: int) -> None:
+    """The answers to `update_id` were sent."""
+    await session.execute(
+        update(ProcessedUpdate)
+        .where(ProcessedUpdate.update_id == update_id, ProcessedUpdate.answers.is_not(None))
+        .values(answers=null())  # SQL NULL, not JSON null
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Unsent:
+    answers: list[dict[str, Any]] | None  # taken: now the caller's to send
+    pending: bool  # kept less than the grace period ago: their process may still send them
+
+
+# The row is locked, so of two redeliveries racing for the same answers one takes them and
+# the other, once the first commits, finds them gone.
+_TAKE_UNSENT = text(
+    "WITH kept AS ("
+    "  SELECT update_id, answers,"
+    "         processed_at < clock_timestamp() - make_interval(secs => :grace) AS due"
+    "  FROM processed_updates WHERE update_id = :update_id AND answers IS NOT NULL"
+    "  FOR UPDATE"
+    "), taken AS ("
+    "  UPDATE processed_updates AS p SET answers = NULL FROM kept"
+    "  WHERE p.update_id = kept.update_id AND kept.due RETURNING p.update_id"
+    ") SELECT due, answers FROM kept"
 )
 
 
-async def take_answers(session: AsyncSession, update_id: int) -> list[dict[str, Any]] | None:
-    """The stored answers to an applied update, now marked as taken; None when there were
-    none or someone else took them. Whoever takes them sends them."""
-    result = await session.execute(_TAKE_ANSWERS, {"update_id": update_id})
-    answers = result.scalar_one_or_none()
-    return list(answers) if answers is not None else None
+async def take_unsent_answers(session: AsyncSession, update_id: int, *, grace: float) -> Unsent:
+    """For the redelivery of an applied update: its answers if they were kept more than
+    `grace` seconds ago and are still unsent (the process that kept them is taken to have
+    died), now marked as sent; `pending` if they are younger."""
+    row = (await session.execute(_TAKE_UNSENT, {"update_id": update_id, "grace": grace})).first()
+    if row is None:
+        return Unsent(None, pending=False)
+    due, answers = row
+    return Unsent(list(answers), pending=False) if due else Unsent(None, pending=True)
 
 
 async def record_failure(

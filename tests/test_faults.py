@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 from aiogram.types import TelegramObject, Update
 from sqlalchemy import func, select, text
+from sqlalchemy import update as update_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import build_dispatcher
 from bot.i18n import Translator, catalogue
-from bot.middlewares import UpdateTransaction
+from bot.replies import Replies
 from bot.runner import run_polling
 from core.tokens import village_payload
 from storage import invites
@@ -59,6 +60,13 @@ async def _row_counts(sessions: async_sessionmaker[AsyncSession]) -> dict[str, i
             name: int(await s.scalar(text(f'SELECT count(*) FROM "{name}"')) or 0)
             for name in TABLES
         }
+
+
+async def _directory_alone(sessions: async_sessionmaker[AsyncSession]) -> Directory:
+    async with sessions() as s, s.begin():
+        names = ", ".join(f'"{name}"' for name in TABLES)
+        await s.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        return await seed_directory(s)
 
 
 async def _officer_link(sessions: async_sessionmaker[AsyncSession], badge: str, chat: Chat) -> str:
@@ -175,15 +183,15 @@ async def _field_day(
 async def test_every_update_twice_and_every_button_tapped_twice_records_nothing_twice(
     chat: Chat, sessions: async_sessionmaker[AsyncSession], directory: Directory
 ) -> None:
+    # Both days start from the same database: the directory alone (earlier tests' rows,
+    # such as bot_meta written by a bot process, are cleared too).
+    directory = await _directory_alone(sessions)
     once = Deliveries(chat, sessions, twice=False)
     await _field_day(once, sessions, directory)
     clean = await _row_counts(sessions)
     applied_once = len(chat.server.queue.history)
 
-    async with sessions() as s, s.begin():
-        names = ", ".join(f'"{name}"' for name in TABLES)
-        await s.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        directory = await seed_directory(s)
+    directory = await _directory_alone(sessions)
     await chat.server.reset()
     twice = Deliveries(chat, sessions, twice=True)
     day = await _field_day(twice, sessions, directory)
@@ -481,18 +489,26 @@ async def test_an_update_applied_but_not_answered_is_answered_on_its_redelivery(
     update = await chat.server.send_text(officer, "/visit")
     before = len(chat.texts(officer))
 
-    async def die(self: UpdateTransaction, update_id: int) -> bool:
+    async def die(self: Replies, bot: Any) -> None:
         raise Killed
 
     with monkeypatch.context() as patched:
-        patched.setattr(UpdateTransaction, "_take", die)
+        patched.setattr(Replies, "send", die)
         with pytest.raises(Killed):
             await chat.feed(update)  # applied and committed; the answer never left
     assert len(chat.texts(officer)) == before
-    async with sessions() as s:
-        assert await s.scalar(select(ProcessedUpdate.answers).filter_by(**_id(update))) is not None
+    async with sessions() as s, s.begin():
+        # Time passes until Telegram delivers the update again (past the grace period in
+        # which the process that applied it could still be sending its answers).
+        kept = await s.execute(
+            update_(ProcessedUpdate)
+            .filter_by(**_id(update))
+            .values(processed_at=ProcessedUpdate.processed_at - timedelta(minutes=1))
+            .returning(ProcessedUpdate.answers)
+        )
+        assert kept.scalar_one() is not None
 
-    await chat.feed(update)  # Telegram delivers it again: not applied twice, but answered
+    await chat.feed(update)  # delivered again: not applied twice, but answered
     await chat.feed(update)  # and a third time: the answer is not sent twice
     asked = chat.texts(officer)[before:]
     assert asked == [ZH("flow.step", step=1, total=8) + "\n" + ZH("visit.ask_village")]
@@ -502,6 +518,24 @@ async def test_an_update_applied_but_not_answered_is_answered_on_its_redelivery(
         assert await s.scalar(select(ProcessedUpdate.answers).filter_by(**_id(update))) is None
         states = list(await s.scalars(select(ConversationState.state)))
     assert len([s for s in states if s is not None]) == 1
+
+
+async def test_answers_sent_by_a_live_process_are_not_sent_again_on_redelivery(
+    chat: Chat, sessions: async_sessionmaker[AsyncSession], directory: Directory
+) -> None:
+    officer = chat.server.user(first_name="王")
+    update = await chat.server.send_text(officer, await _officer_link(sessions, "012345", chat))
+    await chat.feed(update)
+    answered = chat.texts(officer)
+    assert answered
+    async with sessions() as s:
+        assert await s.scalar(select(ProcessedUpdate.answers).filter_by(**_id(update))) is None
+    await chat.feed(update)  # at once, and (below) long after
+    async with sessions() as s, s.begin():
+        stale = ProcessedUpdate.processed_at - timedelta(minutes=1)
+        await s.execute(update_(ProcessedUpdate).values(processed_at=stale))
+    await chat.feed(update)
+    assert chat.texts(officer) == answered
 
 
 def _id(update: dict[str, Any]) -> dict[str, int]:

@@ -9,13 +9,19 @@ from typing import Any
 from aiogram.fsm.storage.base import StorageKey
 from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage, SendPhoto
 from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.replies import Replies
 from storage.fsm import PostgresStorage
 from storage.models import ConversationState
-from storage.updates import claim_update, keep_answers, take_answers
+from storage.updates import (
+    Unsent,
+    claim_update,
+    clear_answers,
+    keep_answers,
+    take_unsent_answers,
+)
 
 KEY = StorageKey(bot_id=1, chat_id=42, user_id=42)
 
@@ -104,35 +110,52 @@ async def test_get_data_returns_a_copy(sessions: async_sessionmaker[AsyncSession
             await storage.flush()
 
 
-async def test_kept_answers_are_taken_once(sessions: async_sessionmaker[AsyncSession]) -> None:
-    answers = [{"method": "sendMessage", "params": {"chat_id": 42, "text": "好"}}]
-    async with sessions() as s, s.begin():
-        assert await claim_update(s, 40, serial_key=42)
-        await keep_answers(s, 40, answers)
-        assert await claim_update(s, 41, serial_key=42)  # applied without answers
-    async with sessions() as s, s.begin():
-        assert await take_answers(s, 41) is None
-        assert await take_answers(s, 40) == answers
-    async with sessions() as s, s.begin():
-        assert await take_answers(s, 40) is None
+ANSWERS = [{"method": "sendMessage", "params": {"chat_id": 42, "text": "好"}}]
 
 
-async def test_of_two_racing_takers_one_gets_the_answers(
+async def _keep(sessions: async_sessionmaker[AsyncSession], update_id: int, age: float) -> None:
+    async with sessions() as s, s.begin():
+        assert await claim_update(s, update_id, serial_key=42)
+        await keep_answers(s, update_id, ANSWERS)
+        await s.execute(
+            text(
+                "UPDATE processed_updates SET processed_at = processed_at - :age * interval '1s'"
+                " WHERE update_id = :id"
+            ),
+            {"age": age, "id": update_id},
+        )
+
+
+async def test_unsent_answers_are_taken_once_after_the_grace_period(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    answers = [{"method": "sendMessage", "params": {"chat_id": 42, "text": "好"}}]
+    await _keep(sessions, 40, age=30)
+    await _keep(sessions, 41, age=1)
     async with sessions() as s, s.begin():
-        assert await claim_update(s, 50, serial_key=42)
-        await keep_answers(s, 50, answers)
+        assert await claim_update(s, 42, serial_key=42)  # applied without answers
+    async with sessions() as s, s.begin():
+        assert await take_unsent_answers(s, 42, grace=10) == Unsent(None, pending=False)
+        assert await take_unsent_answers(s, 41, grace=10) == Unsent(None, pending=True)
+        assert await take_unsent_answers(s, 40, grace=10) == Unsent(ANSWERS, pending=False)
+    async with sessions() as s, s.begin():
+        assert await take_unsent_answers(s, 40, grace=10) == Unsent(None, pending=False)
+        await clear_answers(s, 41)  # its process sent them
+        assert await take_unsent_answers(s, 41, grace=0) == Unsent(None, pending=False)
+
+
+async def test_of_two_racing_redeliveries_one_gets_the_answers(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await _keep(sessions, 50, age=30)
 
     async def taker(pause: float) -> list[dict[str, Any]] | None:
         async with sessions() as s, s.begin():
-            taken = await take_answers(s, 50)
+            taken = await take_unsent_answers(s, 50, grace=10)
             await asyncio.sleep(pause)  # the first holds its row lock a while
-            return taken
+            return taken.answers
 
     first, second = await asyncio.gather(taker(0.3), taker(0.0))
-    assert sorted([first, second], key=bool) == [None, answers]
+    assert sorted([first, second], key=bool) == [None, ANSWERS]
 
 
 def test_answers_survive_the_round_trip_through_json() -> None:
