@@ -18,6 +18,7 @@ from aiogram.client.default import Default
 from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError
 from aiogram.methods import TelegramMethod
 from aiogram.types import InputFile
+from pydantic_core import PydanticSerializationError
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +30,37 @@ _METHODS: dict[str, type[TelegramMethod[Any]]] = {
 }
 
 
+# Stands for a value aiogram fills in from the bot's defaults when sending (parse mode, link
+# previews, …): such fields are left out of what is stored, at any depth.
+_DEFAULT = "\x00aiogram-default"
+
+
+def _mark_default(value: Any) -> Any:
+    if isinstance(value, Default):
+        return _DEFAULT
+    raise TypeError(f"cannot store a {type(value).__name__}")
+
+
+def _without_defaults(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_defaults(v) for k, v in value.items() if v != _DEFAULT}
+    if isinstance(value, list):
+        return [_without_defaults(v) for v in value]
+    return value
+
+
 def _stored(method: TelegramMethod[Any]) -> dict[str, Any] | None:
-    """The method as JSON; None for one that uploads a file (answers with uploads, such as
-    a digest's chart, are not kept: on redelivery the user gets the rest)."""
+    """The method as JSON; None for one that cannot be stored, such as one that uploads a
+    file (answers with uploads, such as a digest's chart, are not kept: on redelivery the
+    user gets the rest)."""
     if any(isinstance(value, InputFile) for _, value in method):
         return None
-    # Defaults (parse mode, link previews, …) stay unset: the bot fills them in when sending.
-    unset = {name for name, value in method if isinstance(value, Default)}
-    params = method.model_dump(mode="json", exclude_none=True, exclude=unset)
-    return {"method": method.__api_method__, "params": params}
+    try:
+        params = method.model_dump(mode="json", exclude_none=True, fallback=_mark_default)
+    except (TypeError, ValueError, PydanticSerializationError) as exc:
+        log.warning("answer %s not stored: %s", method.__api_method__, exc)
+        return None
+    return {"method": method.__api_method__, "params": _without_defaults(params)}
 
 
 class Replies:

@@ -7,8 +7,20 @@ import json
 from typing import Any
 
 from aiogram.fsm.storage.base import StorageKey
-from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage, SendPhoto
-from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.methods import (
+    AnswerCallbackQuery,
+    EditMessageText,
+    SendMediaGroup,
+    SendMessage,
+    SendPhoto,
+)
+from aiogram.types import (
+    BufferedInputFile,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputMediaPhoto,
+    ReplyParameters,
+)
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -167,14 +179,26 @@ def test_answers_survive_the_round_trip_through_json() -> None:
         SendMessage(chat_id=42, text="走访哪个村？", reply_markup=keyboard),
         AnswerCallbackQuery(callback_query_id="9"),
         SendPhoto(chat_id=42, photo=BufferedInputFile(b"png", filename="chart.png")),
+        SendMediaGroup(
+            chat_id=42,
+            media=[InputMediaPhoto(media=BufferedInputFile(b"png", filename="a.png"))],
+        ),
         EditMessageText(chat_id=42, message_id=3, text="已保存"),
+        # Fields aiogram fills in from the bot's defaults, also nested ones, stay unset.
+        SendMessage(chat_id=42, text="收到", reply_parameters=ReplyParameters(message_id=7)),
     )
     stored = json.loads(json.dumps(replies.to_json()))  # as the database gives it back
     assert [item["method"] for item in stored] == [
         "sendMessage",
         "answerCallbackQuery",
         "editMessageText",
-    ]  # an upload is not kept
+        "sendMessage",
+    ]  # uploads are not kept
+    assert stored[-1]["params"] == {
+        "chat_id": 42,
+        "text": "收到",
+        "reply_parameters": {"message_id": 7},
+    }
     again = Replies.from_json([*stored, {"method": "noSuchMethod", "params": {}}])
     assert again.to_json() == stored
-    assert len(again) == 3
+    assert len(again) == 4
