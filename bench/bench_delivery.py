@@ -2,7 +2,7 @@
 Telegram's limits, first undisturbed, then with 429s injected and the worker SIGKILLed.
 
     python bench/bench_delivery.py [--messages 3000] [--chats 300] [--kills 3] [--floods 5]
-                                   [--passes clean,faults] [--seed 1]
+                                   [--passes clean,faults] [--workers 1] [--seed 1]
 
 The worker is `villagebeat worker` in a child process, as deployed (OUTBOX_GLOBAL_RATE and
 OUTBOX_CHAT_RATE at their defaults, 30 and 1), talking to the project's Bot API test server
@@ -12,12 +12,17 @@ storage.outbox.enqueue in one transaction, spread evenly over the chats, each te
 "outbox <its id>", so that the server's record says how often each message was sent.
 
 - clean: no faults. The time from the first send to the last against the floor the limits
-  allow (goal within 5%), rate-limit violations (0), duplicates (0).
+  allow (goal within 5%), rate-limit violations (0), duplicates (0). With `--workers 2` (or
+  more) as many `villagebeat worker` processes share the database, as two deployed
+  instances would, each with OUTBOX_GLOBAL_RATE set to its share of the 30; the per-chat
+  spacing must hold between them (the shortest gap between two sends to one chat is
+  printed).
 - faults: `--floods` 429s with retry_after 1-5 s are injected at random moments
   (server.fail_next), and the worker is SIGKILLed `--kills` times, each a random while after
   it (re)started, and started again. After each kill, the sends in flight are the messages
   the server accepted but the dead worker had not yet recorded as sent; those, and only
-  those, may be sent twice. Calls made inside a retry_after window must be 0.
+  those, may be sent twice. Calls made inside a retry_after window must be 0. One worker
+  only.
 
 Uses DATABASE_URL's server (a scratch database), else an embedded one.
 """
@@ -74,6 +79,7 @@ class Outcome:
     violations: int
     inside_retry_after: int
     floods: int
+    workers: int = 1
     kills: list[Kill] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
     failed: bool = False  # a goal other than the time was missed (set by report)
@@ -87,7 +93,7 @@ class Outcome:
         refused = sum(1 for c in self.sends if c.status == 429)
         first, last = ok[0].at, ok[-1].at
         elapsed = last - first
-        head = f"{self.label}:"
+        head = f"{self.label}:" if self.workers == 1 else f"{self.label} ({self.workers} workers):"
         if self.kills or self.floods:
             against = f"floor {floor:.1f} s without faults"
         else:
@@ -118,6 +124,13 @@ class Outcome:
             f"outbox rows {dict(self.statuses)}; "
             f"order kept in every chat: {'yes' if in_order(ok) else 'NO'}"
         )
+        gaps = chat_gaps(ok)
+        short = sum(1 for gap in gaps if gap < 1 / CHAT_RATE)
+        lines.append(
+            f"{head} shortest gap between two sends to one chat "
+            f"{min(gaps, default=math.inf):.3f} s; {short} of {len(gaps)} gaps under "
+            f"{1 / CHAT_RATE:g} s"
+        )
         return lines
 
 
@@ -127,6 +140,18 @@ def message_id(call: Call) -> int:
 
 def chats_of(calls: list[Call]) -> set[str]:
     return {str(c.chat_id) for c in calls}
+
+
+def chat_gaps(ok: list[Call]) -> list[float]:
+    """Seconds between consecutive accepted sends to the same chat."""
+    last: dict[str, float] = {}
+    gaps: list[float] = []
+    for call in ok:
+        chat = str(call.chat_id)
+        if chat in last:
+            gaps.append(call.at - last[chat])
+        last[chat] = call.at
+    return gaps
 
 
 def in_order(ok: list[Call]) -> bool:
@@ -158,14 +183,16 @@ async def enqueue_all(
 class Worker:
     """`villagebeat worker` as a child process, restarted after each SIGKILL."""
 
-    def __init__(self, server: BotApiServer, env: dict[str, str], workdir: Path) -> None:
-        self.server, self.env, self.workdir = server, env, workdir
+    def __init__(
+        self, server: BotApiServer, env: dict[str, str], workdir: Path, name: str = "worker"
+    ) -> None:
+        self.server, self.env, self.workdir, self.name = server, env, workdir, name
         self.child: Child | None = None
 
     async def start(self) -> None:
         mark = self.server.mark()
         self.child = await spawn(
-            ["-m", "bot", "worker"], env=self.env, workdir=self.workdir, name="worker"
+            ["-m", "bot", "worker"], env=self.env, workdir=self.workdir, name=self.name
         )
         ready = asyncio.ensure_future(
             self.server.wait_for_call("getMe", since=mark, timeout=STARTUP_TIMEOUT)
@@ -230,6 +257,7 @@ async def run_pass(
     floods: int,
     rng: random.Random,
     floor: float,
+    workers: int = 1,
 ) -> Outcome:
     dsn = plain_url(url)
     async with sessions() as session, session.begin():
@@ -241,12 +269,17 @@ async def run_pass(
             server.world.chat_of(user)  # the user has started the bot
         with tempfile.TemporaryDirectory(prefix="vb-delivery-") as tmp:
             env = villagebeat_env(database_url=url, api_url=server.url, data_dir=Path(tmp))
-            env.update(OUTBOX_GLOBAL_RATE=str(GLOBAL_RATE), OUTBOX_CHAT_RATE=str(CHAT_RATE))
+            # Telegram's overall limit divided among the processes, as deployed.
+            env.update(
+                OUTBOX_GLOBAL_RATE=str(GLOBAL_RATE / workers), OUTBOX_CHAT_RATE=str(CHAT_RATE)
+            )
+            others = [Worker(server, env, Path(tmp), f"worker-{n}") for n in range(2, workers + 1)]
             worker = Worker(server, env, Path(tmp))
-            await worker.start()
+            for started in [worker, *others]:
+                await started.start()
             await enqueue_all(sessions, [u.id for u in users], messages)
             committed = time.monotonic()
-            outcome = Outcome(label, messages, committed, [], 0, 0, floods)
+            outcome = Outcome(label, messages, committed, [], 0, 0, floods, workers)
 
             async def flood(at: float, retry_after: int) -> None:
                 await asyncio.sleep(at)
@@ -285,7 +318,8 @@ async def run_pass(
             await floods_done
             limit = 2 * floor + (kills + 1) * CLAIM_LEASE.total_seconds() + 60
             outcome.statuses = await wait_settled(dsn, limit)
-            await worker.stop()
+            for started in [worker, *others]:
+                await started.stop()
         outcome.sends = server.calls_of("sendMessage")
         outcome.violations = len(server.rate_limit_violations)
         outcome.inside_retry_after = len(server.calls_inside_retry_after)
@@ -293,13 +327,20 @@ async def run_pass(
 
 
 async def main(
-    messages: int, chats: int, kills: int, floods: int, passes: list[str], seed: int
+    messages: int,
+    chats: int,
+    kills: int,
+    floods: int,
+    passes: list[str],
+    seed: int,
+    workers: int = 1,
 ) -> int:
     rng = random.Random(seed)
     floor = max(duration(messages, GLOBAL_RATE), duration(math.ceil(messages / chats), CHAT_RATE))
     print(
         f"{messages} messages to {chats} chats; limits {GLOBAL_RATE:.0f}/s overall, "
-        f"{CHAT_RATE:.0f}/s per chat; floor {floor:.1f} s from the first send to the last"
+        f"{CHAT_RATE:.0f}/s per chat; floor {floor:.1f} s from the first send to the last; "
+        f"{workers} worker process{'es' if workers > 1 else ''}"
     )
     failed = False
     async with scratch_database() as url:
@@ -318,6 +359,7 @@ async def main(
                 floods=floods if faulty else 0,
                 rng=rng,
                 floor=floor,
+                workers=workers,
             )
             for line in outcome.report(floor):
                 print(line, flush=True)
@@ -333,8 +375,13 @@ if __name__ == "__main__":
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs in the faults pass")
     parser.add_argument("--floods", type=int, default=5, help="429s in the faults pass")
     parser.add_argument("--passes", default="clean,faults", help="clean, faults or both")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the database (clean)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    if args.workers < 1 or (args.workers > 1 and "faults" in args.passes.split(",")):
+        parser.error("--workers above 1 goes with --passes clean only")
     raise SystemExit(
         asyncio.run(
             main(
@@ -344,6 +391,7 @@ if __name__ == "__main__":
                 args.floods,
                 args.passes.split(","),
                 args.seed,
+                args.workers,
             )
         )
     )

@@ -28,6 +28,7 @@ from storage.db import Database, open_database
 from storage.invites import prune_join_failures
 from storage.meta import BOT_USERNAME, set_meta
 from storage.migrate import upgrade
+from storage.outbox import prune_chat_spacing
 from storage.updates import prune_processed
 
 log = logging.getLogger("villagebeat")
@@ -62,14 +63,15 @@ async def _introduce(bot: Bot, stop: asyncio.Event) -> TelegramUser | None:
 
 
 async def _housekeeping(sessions: async_sessionmaker[AsyncSession], stop: asyncio.Event) -> None:
-    """Forget old update ids now and then (Telegram stops redelivering after a day), and
-    failed join links older than the guessing window counts."""
+    """Forget old update ids now and then (Telegram stops redelivering after a day), failed
+    join links older than the guessing window counts, and chats' outbox spacing long over."""
     while not stop.is_set():
         try:
             now = system_clock()
             async with sessions() as session, session.begin():
                 pruned = await prune_processed(session, older_than=now - KEEP_UPDATE_IDS)
                 await prune_join_failures(session, older_than=now - KEEP_UPDATE_IDS)
+                await prune_chat_spacing(session, older_than=now - KEEP_UPDATE_IDS)
             if pruned:
                 log.info("forgot %d old update ids", pruned)
         except Exception as exc:  # housekeeping must never stop the bot

@@ -5,11 +5,15 @@ it drops) and, as a fallback, every `idle_interval` seconds. Each pass claims du
 in a short transaction (at most one per chat, leased so other workers keep off), sends each
 outside any transaction and records the outcome in another short one.
 
-Limits, counted by this worker (run delivery in one process, or divide the rates): at most
-`global_rate` sends a second overall and `chat_rate` a second per chat. A send takes its
-place from the moment it starts until a second after its answer arrived; Telegram counts it
+Limits: at most `global_rate` sends a second overall, counted by this worker (processes
+that share the database divide Telegram's 30 among them), and `chat_rate` a second per
+chat, kept by every worker together: the outcome of a send is recorded with the moment its
+chat may get the next one (1/`chat_rate` seconds after the answer), and whichever worker
+claims that next message waits for the moment. Within the worker a send takes its place
+from the moment it starts until the span after its answer arrived; Telegram counts it
 somewhere in between, so no send can break a limit, whatever the network delay. A 429 stops
-all sending until its retry_after has passed, then the same message is tried again.
+all of this worker's sending until its retry_after has passed, then the same message is
+tried again.
 Network errors and 5xx are retried with exponential backoff (capped) while other chats go
 on; a 403 marks the user as having blocked the bot and drops the chat's pending messages;
 a 400 fails the message with Telegram's reason.
@@ -59,6 +63,7 @@ from storage.outbox import (
     next_due,
     release,
     renew_lease,
+    space_chat,
 )
 
 log = logging.getLogger(__name__)
@@ -205,13 +210,25 @@ def build_call(message: ClaimedMessage) -> TelegramMethod[Message]:
         raise BadPayload(_describe(exc)) from exc
 
 
+def _uploaded(message: ClaimedMessage, sent: Message) -> dict[str, str] | None:
+    """{field: file_id} for a file this message uploaded (see storage.outbox.mark_sent)."""
+    field = _UPLOADS.get(message.method)
+    if field is None or not isinstance(message.payload.get(field), dict):
+        return None
+    if sent.photo:
+        return {field: sent.photo[-1].file_id}
+    if sent.document is not None:
+        return {field: sent.document.file_id}
+    return None
+
+
 def _listen_dsn(engine: AsyncEngine) -> str:
     return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class OutboxWorker:
-    """Send outbox messages, woken by NOTIFY; several workers may share a database and each
-    message is claimed by one of them at a time.
+    """Send outbox messages, woken by NOTIFY; several workers may share a database: each
+    message is claimed by one of them at a time, and they keep each chat's spacing together.
 
     `database` is where to LISTEN: the application's engine, a DSN, or a function returning
     a new asyncpg connection.
@@ -245,6 +262,8 @@ class OutboxWorker:
         self.sessions = sessions
         self.clock = clock
         self.throttle = Throttle(global_rate, chat_rate)
+        # Between a send's answer and the next send to its chat, whichever worker makes it.
+        self.chat_spacing = timedelta(seconds=1.0 / chat_rate)
         self.batch = batch
         self.idle_interval = idle_interval
         self.lease = lease
@@ -403,6 +422,7 @@ class OutboxWorker:
             log.error("outbox %s: cannot be sent: %s", message.id, exc)
             await self._record(mark_failed, message_id=message.id, error=str(exc))
             return
+        await self._keep_spacing(message)
         lease_until = message.lease_until
         while True:
             held = await self._hold_lease(message, lease_until)
@@ -423,6 +443,8 @@ class OutboxWorker:
                 outcome = exc
             finally:
                 self.throttle.finish(message.chat_id)
+            # The chat's next message goes no sooner, whichever worker sends it.
+            spaced = (message.chat_id, self.clock() + self.chat_spacing)
             if isinstance(outcome, TelegramRetryAfter):
                 self.throttle.pause(outcome.retry_after)
                 log.warning(
@@ -433,15 +455,25 @@ class OutboxWorker:
                 self._unsent[message.id] = (message, lease_until)
                 continue
             if isinstance(outcome, Exception):
-                await self._record_failure(message, outcome)
+                await self._record_failure(message, outcome, spaced)
                 return
             await self._record(
                 mark_sent,
+                spaced=spaced,
                 message_id=message.id,
                 telegram_message_id=outcome.message_id,
                 now=self.clock(),
+                uploaded=_uploaded(message, outcome),
             )
             return
+
+    async def _keep_spacing(self, message: ClaimedMessage) -> None:
+        """Wait for the end of the chat's spacing after its last send, whichever worker made
+        it (this worker's own windows count only its own sends)."""
+        if message.send_after is not None:
+            wait = (message.send_after - self.clock()).total_seconds()
+            if wait > 0:
+                await asyncio.sleep(wait)
 
     async def _send(self, call: TelegramMethod[Message]) -> Message:
         # aiogram's own timeout covers the request; ours also covers a stuck connection.
@@ -460,14 +492,18 @@ class OutboxWorker:
             )
         return until if renewed else None
 
-    async def _record_failure(self, message: ClaimedMessage, exc: Exception) -> None:
+    async def _record_failure(
+        self, message: ClaimedMessage, exc: Exception, spaced: tuple[int, datetime]
+    ) -> None:
+        """Record a failed send; the chat is spaced as after a delivery (Telegram may have
+        counted the call), unless it refuses the bot altogether."""
         error = _describe(exc)
         if isinstance(exc, TelegramForbiddenError):
             log.info("outbox %s: chat %s refuses the bot (%s)", message.id, message.chat_id, error)
             await self._record(mark_blocked, chat_id=message.chat_id, error=error, now=self.clock())
         elif isinstance(exc, TelegramBadRequest | TelegramEntityTooLarge | TelegramMigrateToChat):
             log.warning("outbox %s: refused by Telegram: %s", message.id, error)
-            await self._record(mark_failed, message_id=message.id, error=error)
+            await self._record(mark_failed, spaced=spaced, message_id=message.id, error=error)
         else:  # network, 5xx, timeouts, 401/404 from a misconfigured API URL: try again
             delay = retry_delay(message.attempts, self.first_retry, self.max_retry)
             log.warning(
@@ -478,17 +514,30 @@ class OutboxWorker:
                 delay,
             )
             await self._record(
-                mark_retry, message_id=message.id, error=error, retry_at=self.clock() + delay
+                mark_retry,
+                spaced=spaced,
+                message_id=message.id,
+                error=error,
+                retry_at=self.clock() + delay,
             )
 
-    async def _record(self, mark: Callable[..., Awaitable[object]], **values: Any) -> None:
-        """Write an outcome, retrying briefly while the database is away: a sent message
-        whose outcome is lost would be sent again when its lease ends."""
+    async def _record(
+        self,
+        mark: Callable[..., Awaitable[object]],
+        *,
+        spaced: tuple[int, datetime] | None = None,
+        **values: Any,
+    ) -> None:
+        """Write an outcome, with the chat's spacing (chat id, next send at) when given, in
+        one transaction; retried briefly while the database is away: a sent message whose
+        outcome is lost would be sent again when its lease ends."""
         delay = 0.5
         for attempt in range(4):
             try:
                 async with self.sessions() as session, session.begin():
                     await mark(session, **values)
+                    if spaced is not None:
+                        await space_chat(session, chat_id=spaced[0], until=spaced[1])
                 return
             except Exception as exc:
                 if attempt == 3 or not is_transient(exc):

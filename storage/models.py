@@ -459,6 +459,16 @@ class OutboxMessage(Base):
     telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
+class OutboxChat(Base):
+    """When a chat may get its next outbox message: written with the outcome of each send and
+    read when claiming, so that every delivery worker sharing the database keeps the spacing."""
+
+    __tablename__ = "outbox_chats"
+
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    next_send_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 _OPEN_REQUEST = text("status IN ('new', 'acknowledged', 'answered', 'forwarded')")
 
 

@@ -10,6 +10,12 @@ A chat's messages go out one at a time and in order: a row is claimed only when 
 pending row of its chat comes first, where rows already tried come first, then by
 (not_before, id). So a message held until morning does not hold back a later one that is
 due now, and a message being retried is not overtaken.
+
+The spacing between two sends to one chat is kept here too, so that it holds however many
+workers share the database: the outcome of a send is recorded together with the moment its
+chat may get the next message (`space_chat`, one row per chat in outbox_chats), and
+`claim_due` hands that moment out with the chat's next message, which it cannot claim
+before the outcome is committed. The worker holding the message waits for the moment.
 """
 
 from __future__ import annotations
@@ -20,12 +26,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy import delete, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from storage.models import OutboxMessage, User
+from storage.models import OutboxChat, OutboxMessage, User
 
 CHANNEL = "outbox"
 METHODS = ("sendMessage", "sendPhoto", "sendDocument", "sendLocation")
@@ -55,6 +61,8 @@ class ClaimedMessage:
     attempts: int  # delivery attempts started, this one included
     due_at: datetime  # not_before before the claim, given back by `release`
     lease_until: datetime  # the claim's not_before; other workers keep off until then
+    # Not to be sent before this: the chat's spacing after its last send, by any worker.
+    send_after: datetime | None = None
 
 
 def attachment(data: bytes, filename: str) -> dict[str, str]:
@@ -191,7 +199,7 @@ async def claim_due(
     session: AsyncSession, *, now: datetime, limit: int, lease: timedelta = CLAIM_LEASE
 ) -> list[ClaimedMessage]:
     """Up to `limit` messages due now, at most one per chat (its first, see the module
-    docstring), longest waiting first.
+    docstring), longest waiting first, each with the end of its chat's spacing (`space_chat`).
 
     Rows locked by another transaction are skipped, and the claimed ones get `not_before`
     pushed `lease` into the future: once this transaction commits the locks are gone, and
@@ -214,17 +222,32 @@ async def claim_due(
         .with_for_update(skip_locked=True)
         .cte("due")
     )
+    # Read in the claim's snapshot, where the chat's previous message is settled (else this
+    # one would not be its first) and so its spacing written.
+    send_after = (
+        select(OutboxChat.next_send_at).where(OutboxChat.chat_id == msg.chat_id).scalar_subquery()
+    )
     lease_until = now + lease
     stmt = (
         update(msg)
         .where(msg.id == due.c.id)
         .values(not_before=lease_until, attempts=msg.attempts + 1)
-        .returning(msg.id, msg.chat_id, msg.method, msg.payload, msg.attempts, due.c.due_at)
+        .returning(
+            msg.id,
+            msg.chat_id,
+            msg.method,
+            msg.payload,
+            msg.attempts,
+            due.c.due_at,
+            send_after.label("send_after"),
+        )
         .execution_options(synchronize_session=False)
     )
     rows = sorted((await session.execute(stmt)).all(), key=lambda r: (r.due_at, r.id))
     return [
-        ClaimedMessage(r.id, r.chat_id, r.method, r.payload, r.attempts, r.due_at, lease_until)
+        ClaimedMessage(
+            r.id, r.chat_id, r.method, r.payload, r.attempts, r.due_at, lease_until, r.send_after
+        )
         for r in rows
     ]
 
@@ -234,6 +257,21 @@ async def next_due(session: AsyncSession) -> datetime | None:
     first message, or under a lease)."""
     return await session.scalar(
         select(func.min(OutboxMessage.not_before)).where(OutboxMessage.status == PENDING)
+    )
+
+
+async def space_chat(session: AsyncSession, *, chat_id: int, until: datetime) -> None:
+    """No message to `chat_id` is sent before `until` (a later moment already set stays).
+    Written in the transaction that records a send's outcome: the chat's next message cannot
+    be claimed before that commits, and its claim carries `until` to whichever worker."""
+    stmt = insert(OutboxChat).values(chat_id=chat_id, next_send_at=until)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[OutboxChat.chat_id],
+            set_={
+                "next_send_at": func.greatest(OutboxChat.next_send_at, stmt.excluded.next_send_at)
+            },
+        )
     )
 
 
@@ -279,15 +317,44 @@ async def release(
 
 
 async def mark_sent(
-    session: AsyncSession, *, message_id: int, telegram_message_id: int | None, now: datetime
+    session: AsyncSession,
+    *,
+    message_id: int,
+    telegram_message_id: int | None,
+    now: datetime,
+    uploaded: dict[str, str] | None = None,
 ) -> None:
-    """Record a delivery. An earlier error stays in last_error, for the record."""
+    """Record a delivery. An earlier error stays in last_error, for the record.
+
+    `uploaded` maps an upload's field to the file_id Telegram gave the file: it replaces the
+    file's bytes in the stored payload, so that a digest's chart and workbook (up to tens of
+    megabytes as base64) are not kept in the outbox once sent, yet could be sent again.
+    """
+    values: dict[str, Any] = {
+        "status": SENT,
+        "sent_at": now,
+        "telegram_message_id": telegram_message_id,
+    }
+    if uploaded:
+        values["payload"] = OutboxMessage.payload.op("||")(
+            func.jsonb_build_object(*_flat(uploaded))
+        )
     await session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id == message_id)
-        .values(status=SENT, sent_at=now, telegram_message_id=telegram_message_id)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
+
+
+def _flat(pairs: dict[str, str]) -> list[str]:
+    return [item for pair in pairs.items() for item in pair]
+
+
+async def prune_chat_spacing(session: AsyncSession, *, older_than: datetime) -> int:
+    """Forget chats' spacing that ended before `older_than`: it no longer holds anything back."""
+    result = await session.execute(delete(OutboxChat).where(OutboxChat.next_send_at < older_than))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def mark_retry(

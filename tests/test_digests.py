@@ -476,6 +476,10 @@ async def test_the_digest_is_delivered_with_its_files(
     book = load_workbook(io.BytesIO(chat.server.file_data(document["file_id"])))
     assert book.sheetnames[0] == EN("digest.sheet.team")
     assert [c.value for c in book[EN("digest.sheet.team")]["B"][1:]] == ["李警官", "孙警官"]
+    # Once sent, the outbox keeps Telegram's file_id instead of the files' bytes.
+    stored = {row.method: row.payload for row in await _outbox(sessions, chief.id)}
+    assert stored["sendPhoto"]["photo"] == photo["file_id"]
+    assert stored["sendDocument"]["document"] == document["file_id"]
 
 
 def test_a_long_section_goes_on_under_its_title() -> None:

@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -21,8 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.roles import Role
 from scheduler.outbox import LISTENER_NAME, OutboxWorker, SendWindow, retry_delay
-from storage.models import OutboxMessage, User
-from storage.outbox import attachment, claim_due, enqueue, release
+from storage.models import OutboxChat, OutboxMessage, User
+from storage.outbox import (
+    attachment,
+    claim_due,
+    enqueue,
+    prune_chat_spacing,
+    release,
+    space_chat,
+)
 from storage.users import set_blocked
 from tests.botapi import DEFAULT_TOKEN, BotApiServer, SimUser
 from tests.botapi.recording import Call
@@ -44,12 +52,17 @@ class Clock:
 
 
 class CountingWorker(OutboxWorker):
-    """Counts the Bot API calls it makes."""
+    """Counts the Bot API calls it makes, and notes the chat of each."""
 
     sends = 0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.chats: list[int] = []
+
     async def _send(self, call: Any) -> Message:
         self.sends += 1
+        self.chats.append(int(call.chat_id))
         return await super()._send(call)
 
 
@@ -283,6 +296,34 @@ async def test_claim_takes_each_chats_first_message_and_leases_it(
         late = await claim_due(s, now=now + lease + timedelta(seconds=1), limit=10, lease=lease)
     assert [(m.id, m.attempts) for m in late] == [(a1, 2), (b1, 2)]
     assert a2 is not None and held is not None
+
+
+async def test_claim_hands_out_the_end_of_the_chats_spacing(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    now = datetime.now(UTC)
+    async with sessions() as s, s.begin():
+        a1 = await enqueue(s, chat_id=1, text="a1", not_before=now)
+        b1 = await enqueue(s, chat_id=2, text="b1", not_before=now)
+        # As workers record sends to chat 1: a later moment set before stays.
+        await space_chat(s, chat_id=1, until=now + timedelta(seconds=2))
+        await space_chat(s, chat_id=1, until=now + timedelta(seconds=1))
+    async with sessions() as s, s.begin():
+        claimed = await claim_due(s, now=now, limit=10)
+    assert [(m.id, m.send_after) for m in claimed] == [
+        (a1, now + timedelta(seconds=2)),
+        (b1, None),  # never sent to: no spacing
+    ]
+
+
+async def test_spacing_long_over_is_pruned(sessions: async_sessionmaker[AsyncSession]) -> None:
+    now = datetime.now(UTC)
+    async with sessions() as s, s.begin():
+        await space_chat(s, chat_id=71, until=now - timedelta(days=4))
+        await space_chat(s, chat_id=72, until=now - timedelta(hours=1))
+        assert await prune_chat_spacing(s, older_than=now - timedelta(days=3)) == 1
+        left = set(await s.scalars(select(OutboxChat.chat_id).where(OutboxChat.chat_id > 70)))
+    assert left == {72}
 
 
 def test_send_window_counts_a_send_until_a_span_after_its_answer() -> None:
@@ -619,6 +660,48 @@ async def test_two_workers_send_each_message_exactly_once_in_order(
     assert one.sends > 0 and two.sends > 0
 
 
+async def test_two_workers_keep_the_chat_spacing_between_them(
+    botapi: BotApiServer,
+    bot: Bot,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: Clock,
+) -> None:
+    chats = [person(botapi) for _ in range(8)]
+    spacing = 0.5
+    # Each worker keeps its own windows; small batches make the chats go from one to the
+    # other, so only what the database holds keeps a chat's sends apart.
+    one, two = (
+        make_worker(bot, sessions, engine, clock, chat_rate=1 / spacing, global_rate=100, batch=3)
+        for _ in range(2)
+    )
+    async with running(one, two):
+        async with sessions() as s, s.begin():
+            for i in range(4):
+                for user in chats:
+                    await enqueue(s, chat_id=user.id, text=f"{user.id}:{i}")
+        await wait_until_settled(sessions, 32, timeout=30)
+    calls = [c for c in botapi.calls_of("sendMessage") if c.ok]
+    assert sorted(str(c.params["text"]) for c in calls) == sorted(
+        f"{u.id}:{i}" for u in chats for i in range(4)
+    )
+    assert per_chat_in_order(calls, chats) == {
+        u.id: [f"{u.id}:{i}" for i in range(4)] for u in chats
+    }
+    gaps = [
+        later.at - earlier.at
+        for user in chats
+        for earlier, later in pairwise([c for c in calls if c.chat_id == user.id])
+    ]
+    shared = {u.id for u in chats if u.id in one.chats and u.id in two.chats}
+    print(
+        f"\noutbox: two workers sent {one.sends} and {two.sends}; {len(shared)} of 8 chats got "
+        f"messages from both; shortest gap in a chat {min(gaps):.3f} s (spacing {spacing} s)"
+    )
+    assert shared  # the spacing was kept across workers, not only within one
+    assert min(gaps) >= spacing - 0.02
+
+
 async def test_stopping_hands_back_claimed_messages_not_yet_sent(
     botapi: BotApiServer,
     bot: Bot,
@@ -632,7 +715,7 @@ async def test_stopping_hands_back_claimed_messages_not_yet_sent(
     worker = make_worker(bot, sessions, engine, clock, chat_rate=0.2)  # one per 5 s
     async with running(worker) as stop:
         await botapi.wait_for_call("sendMessage", chat_id=user.id)
-        # "second" is claimed once "first" is recorded, then waits for the chat's window.
+        # "second" is claimed once "first" is recorded, then waits for the chat's spacing.
         for _ in range(250):
             if (await row(sessions, second)).attempts:
                 break
