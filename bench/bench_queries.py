@@ -17,8 +17,9 @@ activities, a location on four in five, 3 % far from the village, photos on one 
 village-months; high severity with a re-inspection date, most closed) and villagers' requests
 (25 % of village-months) with histories that replay under core.requests (mostly resolved,
 some forwarded, reopened or closed, a few left open and overdue). Reports are inserted in
-date order, as they arrive, so that ids follow dates. Then VACUUM ANALYZE (autovacuum's
-steady state: visibility map set, statistics fresh).
+date order, as they arrive, so that ids follow dates, with month_tallies' triggers disabled;
+the tallies are then built once by migration 0012's backfill and the triggers enabled. Then
+VACUUM ANALYZE (autovacuum's steady state: visibility map set, statistics fresh).
 
 Each measurement calls the production code (storage, bot.progress, scheduler.digests) in a
 fresh session per run, as a handler or a job does, and prints the median and the worst of
@@ -27,7 +28,9 @@ again under EXPLAIN (ANALYZE, BUFFERS), and the plan's key facts are printed: ex
 time, buffers, JIT, and every scan: table, index, rows read and kept.
 
 1. quota shortfall of every assignment: storage.pace.assignment_pace as quota-nudges calls
-   it (bound officers, this month), then core.nudges.quota_nudge for each row;
+   it (bound officers, this month), then core.nudges.quota_nudge for each row; the
+   standings refresh; what month_tallies' triggers add to a report's insert (1,000 reports
+   through storage.visits.save_visit with the triggers and without, rolled back);
 2. /me of a resident and of a contact officer: what bot/handlers/me.py runs;
 3. the weekly digest of the county-wide supervisor and of a one-station supervisor:
    scheduler.digests' data (_gather, and each query in it), text, chart and workbook.
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import statistics
@@ -49,7 +53,10 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
+from decimal import Decimal
 from functools import partial
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -59,7 +66,7 @@ from sqlalchemy import Integer, and_, case, cast, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.i18n import Translator
-from bot.progress import month_progress, previous_month
+from bot.progress import months_progress, previous_month
 from bot.settings import Settings
 from core.activities import PROBLEM_SOLVING, Activity
 from core.nudges import quota_nudge
@@ -74,7 +81,7 @@ from core.requests import (
     timeline_of,
 )
 from scheduler import digests
-from storage import attention, hazards, scores, villages, visits
+from storage import attention, hazards, scores, standings, villages, visits
 from storage.absences import absences_in_scope
 from storage.db import make_engine
 from storage.migrate import upgrade
@@ -396,6 +403,24 @@ GENERATE: list[tuple[str, str]] = [
 ]
 
 _SEQUENCES = ("stations", "villages", "officers", "supervisors", "visit_reports", "hazards")
+_TALLIED = ("visit_reports", "visit_activities")  # the tables with month_tallies' triggers
+
+
+def _tallies_migration() -> ModuleType:
+    """Migration 0012, for its BACKFILL and TRIGGERS."""
+    path = Path(__file__).resolve().parents[1] / "storage/migrations/versions/0012_month_tallies.py"
+    spec = importlib.util.spec_from_file_location("month_tallies_migration", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def tally_triggers(conn: asyncpg.Connection, enable: bool) -> None:
+    """month_tallies' triggers (migration 0012) on or off."""
+    for table, _, kind, _ in _tallies_migration().TRIGGERS:
+        action = "ENABLE" if enable else "DISABLE"
+        await conn.execute(f"ALTER TABLE {table} {action} TRIGGER month_tallies_{kind.lower()}")
 
 
 async def generate(conn: asyncpg.Connection, shape: Shape) -> None:
@@ -412,6 +437,9 @@ async def generate(conn: asyncpg.Connection, shape: Shape) -> None:
         "tz": shape.timezone,
     }
     await conn.execute("SELECT setseed(0.6)")  # the same province every time
+    # The reports arrive in bulk: month_tallies is built once at the end, not recomputed
+    # by its triggers at each statement.
+    await tally_triggers(conn, enable=False)
     started = time.perf_counter()
     for label, sql in GENERATE:
         step = time.perf_counter()
@@ -430,6 +458,10 @@ async def generate(conn: asyncpg.Connection, shape: Shape) -> None:
     step = time.perf_counter()
     fixed = await derive_open_requests(conn, shape)
     print(f"  {'open requests due_at':<24} {time.perf_counter() - step:7.1f} s ({fixed:,} open)")
+    step = time.perf_counter()
+    await conn.execute(_tallies_migration().BACKFILL)
+    await tally_triggers(conn, enable=True)
+    print(f"  {'month_tallies (backfill)':<24} {time.perf_counter() - step:7.1f} s")
     print(f"generated in {time.perf_counter() - started:.0f} s")
     step = time.perf_counter()
     await conn.execute("VACUUM ANALYZE")
@@ -655,6 +687,83 @@ async def bench_pace(bench: Bench, settings: Settings, today: date) -> None:
     await bench.plans("assignment_pace", pace)
 
 
+async def bench_refresh(bench: Bench, settings: Settings, today: date) -> None:
+    """The standings-refresh job's work: the county's points and ranks, stored."""
+
+    async def refresh(session: AsyncSession) -> Any:
+        async with session.begin():
+            return await standings.refresh(
+                session,
+                month=today,
+                tz=settings.tz,
+                table=settings.points,
+                now=datetime.now(ZoneInfo(settings.timezone)),
+            )
+
+    print(
+        f"1b. standings-refresh (the month's points and ranks of every officer, stored); {load()}"
+    )
+    await bench.time("standings.refresh", refresh, 3)
+
+
+async def bench_trigger_cost(
+    bench: Bench, conn: asyncpg.Connection, shape: Shape, reports: int = 1000
+) -> None:
+    """What month_tallies' triggers add to a report's insert: `reports` reports stored one
+    by one through storage.visits.save_visit (the report, then its lines), into this month's
+    assignments, with the triggers on and off, each batch in a transaction rolled back."""
+    pairs = await conn.fetch(
+        "SELECT officer_id, village_id FROM assignments ORDER BY officer_id, village_id LIMIT $1",
+        reports,
+    )
+    day = shape.today - timedelta(days=1)
+    lines = [{"patrol": 1, "household_visit": 2}, {"dispute_mediation": 1}, {"legal_publicity": 2}]
+
+    async def batch(on: bool, run: int) -> float:
+        async with bench.sessions() as session, session.begin():
+            if not on:
+                for table, _, kind, _ in _tallies_migration().TRIGGERS:
+                    await session.execute(
+                        text(f"ALTER TABLE {table} DISABLE TRIGGER month_tallies_{kind.lower()}")
+                    )
+            started = time.perf_counter()
+            for n, (officer, village) in enumerate(pairs):
+                await visits.save_visit(
+                    session,
+                    visits.NewVisit(
+                        draft_id=f"bench-t{run}-{n}",
+                        officer_id=officer,
+                        village_id=village,
+                        visit_date=day,
+                        hours=Decimal("2.0"),
+                        households=2,
+                        activities=lines[n % len(lines)],
+                        latitude=None,
+                        longitude=None,
+                        distance_m=None,
+                        far_from_village=False,
+                        notes=None,
+                        submitted_by=OFFICER_ACCOUNTS + officer,
+                        photos=[],
+                    ),
+                )
+            took = time.perf_counter() - started
+            await session.rollback()
+        return took
+
+    print(f"1c. month_tallies' triggers on a report's insert ({len(pairs):,} reports); {load()}")
+    took: dict[bool, list[float]] = {True: [], False: []}
+    for run in range(4):
+        on = run % 2 == 0
+        took[on].append(await batch(on, run))
+    with_, without = min(took[True]), min(took[False])
+    print(
+        f"  save_visit: {ms(with_ / len(pairs))} a report with the triggers, "
+        f"{ms(without / len(pairs))} without: {ms((with_ - without) / len(pairs))} added "
+        f"(best of 2 batches each)"
+    )
+
+
 async def pick_officers(conn: asyncpg.Connection, shape: Shape) -> list[tuple[str, int]]:
     """The resident and the contact officer of the middle village."""
     middle = shape.villages // 2
@@ -677,30 +786,28 @@ async def bench_me(bench: Bench, settings: Settings, today: date, officer_id: in
     async with bench.sessions() as session:
         ids = [v.id for v in await listed(session)]
 
-    def progress(day: date) -> Step:
-        async def step(session: AsyncSession) -> Any:
-            return await month_progress(
-                session,
-                officer_id=officer_id,
-                village_ids=ids,
-                day=day,
-                county_profile=settings.quota_profile,
-            )
-
-        return step
+    async def progress(session: AsyncSession) -> Any:
+        return await months_progress(
+            session,
+            officer_id=officer_id,
+            village_ids=ids,
+            days=(today, previous_month(today)),
+            county_profile=settings.quota_profile,
+        )
 
     async def open_hazards(session: AsyncSession) -> Any:
         return await hazards.count_open(session, officer_id=officer_id)
 
-    async def standings(session: AsyncSession) -> Any:
-        return await scores.standings(session, month=today, tz=settings.tz, table=settings.points)
+    async def score(session: AsyncSession) -> Any:
+        return await scores.officer_score(
+            session, officer_id=officer_id, month=today, tz=settings.tz, table=settings.points
+        )
 
     steps: list[tuple[str, Step]] = [
         ("villages.officer_villages", listed),
-        ("month_progress, this month", progress(today)),
-        ("month_progress, last month", progress(previous_month(today))),
+        ("months_progress, this month and last", progress),
         ("hazards.count_open", open_hazards),
-        ("scores.standings (points, ranks)", standings),
+        ("scores.officer_score (live points, stored ranks)", score),
     ]
 
     async def everything(session: AsyncSession) -> None:
@@ -1069,7 +1176,9 @@ def without_jit(step: Step) -> Step:
     return wrapped
 
 
-async def measure(url: str, shape: Shape, runs: int, digest_runs: int, trials: bool) -> None:
+async def measure(
+    url: str, shape: Shape, runs: int, digest_runs: int, trials: bool, county_digest: bool
+) -> None:
     settings = Settings(_env_file=None, timezone=shape.timezone)
     engine = make_engine(url, pool_size=2)
     capture = Capture()
@@ -1081,6 +1190,8 @@ async def measure(url: str, shape: Shape, runs: int, digest_runs: int, trials: b
         await table_sizes(conn)
         print(load())
         await bench_pace(bench, settings, shape.today)
+        await bench_refresh(bench, settings, shape.today)
+        await bench_trigger_cost(bench, conn, shape)
         officers = await pick_officers(conn, shape)
         for label, officer_id in officers:
             print(f"2. /me of the {label}, {shape.today}; {load()}")
@@ -1088,13 +1199,13 @@ async def measure(url: str, shape: Shape, runs: int, digest_runs: int, trials: b
         period = digests.week_that_ended(shape.today)
         station = (shape.villages // 2 - 1) // 20 + 1
         took = []
-        for label, supervisor_id in (
-            ("county-wide supervisor", shape.stations + 1),
-            (f"supervisor of station {station}", station),
-        ):
+        supervisors = [(f"supervisor of station {station}", station)]
+        if county_digest:
+            supervisors.insert(0, ("county-wide supervisor", shape.stations + 1))
+        for label, supervisor_id in supervisors:
             print(f"3. weekly digest {period.key} of the {label}; {load()}")
             took.append(await bench_digest(bench, settings, shape, supervisor_id, digest_runs))
-        job = took[0] + shape.stations * took[1]
+        job = (took[0] if county_digest else 0) + shape.stations * took[-1]
         print(
             f"  the weekly-digest job, one digest after another, for the county-wide and the "
             f"{shape.stations:,} station supervisors: about {job / 3600:.1f} h"
@@ -1153,7 +1264,9 @@ async def main(args: argparse.Namespace) -> None:
             await generate(conn, shape)
         finally:
             await conn.close()
-        await measure(url, shape, args.runs, args.digest_runs, not args.no_trials)
+        await measure(
+            url, shape, args.runs, args.digest_runs, not args.no_trials, not args.no_county_digest
+        )
 
 
 if __name__ == "__main__":
@@ -1165,4 +1278,9 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--digest-runs", type=int, default=3)
     parser.add_argument("--no-trials", action="store_true", help="skip the trials (4a-4e)")
+    parser.add_argument(
+        "--no-county-digest",
+        action="store_true",
+        help="skip the county-wide supervisor's digest (its workbook takes minutes)",
+    )
     asyncio.run(main(parser.parse_args()))

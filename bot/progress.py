@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,26 +13,14 @@ from core.quota import (
     COUNTERS,
     Progress,
     Quota,
-    QuotaOverride,
     days_left,
     month_bounds,
     profile,
     resolve_quota,
 )
 from storage import visits
-from storage.models import QuotaOverride as QuotaOverrideRow
 
-
-def _override(row: QuotaOverrideRow | None) -> QuotaOverride | None:
-    if row is None:
-        return None
-    return QuotaOverride(
-        profile=row.profile,
-        visit_days=row.visit_days,
-        households=row.households,
-        patrols=row.patrols,
-        problems_solved=row.problems_solved,
-    )
+Month = dict[int, tuple[Quota, Progress, int]]
 
 
 async def month_progress(
@@ -41,36 +30,55 @@ async def month_progress(
     village_ids: list[int],
     day: date,
     county_profile: str,
-) -> dict[int, tuple[Quota, Progress, int]]:
+) -> Month:
     """For each village: (quota in force, progress in `day`'s month, absences recorded)."""
-    first, last = month_bounds(day)
-    done = await visits.progress(
+    [month] = await months_progress(
         session,
         officer_id=officer_id,
-        first=first,
-        last=last,
-        problem_codes=[a.value for a in PROBLEM_SOLVING],
-        patrol_code=Activity.PATROL.value,
+        village_ids=village_ids,
+        days=(day,),
+        county_profile=county_profile,
     )
+    return month
+
+
+async def months_progress(
+    session: AsyncSession,
+    *,
+    officer_id: int,
+    village_ids: list[int],
+    days: Sequence[date],
+    county_profile: str,
+) -> list[Month]:
+    """month_progress for the month of each of `days`, the overrides read once."""
     overrides = await visits.quota_overrides(session, village_ids)
     county = profile(county_profile)
-    result = {}
-    for village_id in village_ids:
-        station, own = overrides[village_id]
-        quota = resolve_quota(county, _override(station), _override(own))
-        p = done.get(village_id)
-        progress = (
-            Progress()
-            if p is None
-            else Progress(
-                visit_days=p.visit_days,
-                households=p.households,
-                patrols=p.patrols,
-                problems_solved=p.problems_solved,
-            )
+    quotas = {
+        village_id: resolve_quota(county, station, own)
+        for village_id, (station, own) in overrides.items()
+    }
+    months = []
+    for day in days:
+        first, last = month_bounds(day)
+        done = await visits.progress(
+            session,
+            officer_id=officer_id,
+            first=first,
+            last=last,
+            problem_codes=[a.value for a in PROBLEM_SOLVING],
+            patrol_code=Activity.PATROL.value,
         )
-        result[village_id] = (quota, progress, 0 if p is None else p.absences)
-    return result
+        result = {}
+        for village_id in village_ids:
+            p = done.get(village_id)
+            progress = (
+                Progress()
+                if p is None
+                else Progress(p.visit_days, p.households, p.patrols, p.problems_solved)
+            )
+            result[village_id] = (quotas[village_id], progress, 0 if p is None else p.absences)
+        months.append(result)
+    return months
 
 
 def progress_line(t: Translator, quota: Quota, progress: Progress) -> str:

@@ -11,6 +11,7 @@ import calendar
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import date
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Final
 
@@ -28,7 +29,15 @@ def _check_counter(owner: str, name: str, value: object) -> None:
         raise ValueError(f"{owner}.{name} must not be negative, got {value}")
 
 
-@dataclass(frozen=True)
+def _check_counters(owner: str, values: tuple[object, ...]) -> None:
+    """Each counter a non-negative int. A plain int passes at a glance: the scheduler's jobs
+    build one of these per assignment of the province."""
+    for name, value in zip(COUNTERS, values, strict=True):
+        if type(value) is not int or value < 0:
+            _check_counter(owner, name, value)
+
+
+@dataclass(frozen=True, slots=True)
 class Quota:
     visit_days: int = 0
     households: int = 0
@@ -36,14 +45,15 @@ class Quota:
     problems_solved: int = 0
 
     def __post_init__(self) -> None:
-        for name in COUNTERS:
-            _check_counter("Quota", name, getattr(self, name))
+        _check_counters(
+            "Quota", (self.visit_days, self.households, self.patrols, self.problems_solved)
+        )
 
     def as_dict(self) -> dict[str, int]:
         return {name: int(getattr(self, name)) for name in COUNTERS}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Progress:
     """What was done in the period, counted the same way as the quota."""
 
@@ -53,8 +63,9 @@ class Progress:
     problems_solved: int = 0
 
     def __post_init__(self) -> None:
-        for name in COUNTERS:
-            _check_counter("Progress", name, getattr(self, name))
+        _check_counters(
+            "Progress", (self.visit_days, self.households, self.patrols, self.problems_solved)
+        )
 
     def as_dict(self) -> dict[str, int]:
         return {name: int(getattr(self, name)) for name in COUNTERS}
@@ -193,13 +204,21 @@ def behind_pace(quota: Quota, progress: Progress, today: date, *, absences: int 
     the days still missing exceed the days left in the month (today included), so that no
     amount of effort can meet it. A counter with a quota of 0 is never behind.
     """
-    expected = expected_progress(quota, today, absences=absences)
-    impossible = shortfall(quota, progress).visit_days > days_left(today)
+    expected, left = _pace(quota, today, absences)
+    needed = (quota.visit_days, quota.households, quota.patrols, quota.problems_solved)
+    done = (progress.visit_days, progress.households, progress.patrols, progress.problems_solved)
+    # Visit days still missing beyond the days left: no amount of effort meets the quota.
+    impossible = needed[0] - done[0] > left
     behind = []
-    for name in COUNTERS:
-        if getattr(quota, name) == 0:
-            continue
-        slow = getattr(progress, name) < getattr(expected, name)
-        if slow or (name == "visit_days" and impossible):
+    for i, name in enumerate(COUNTERS):
+        if needed[i] and (done[i] < expected[i] or (i == 0 and impossible)):
             behind.append(name)
     return behind
+
+
+@lru_cache(maxsize=4096)
+def _pace(quota: Quota, today: date, absences: int) -> tuple[tuple[int, ...], int]:
+    """The expected counters (COUNTERS order) and the days left: the same for every
+    assignment with this quota and absences, so computed once per run of a job."""
+    expected = expected_progress(quota, today, absences=absences)
+    return tuple(getattr(expected, name) for name in COUNTERS), days_left(today)

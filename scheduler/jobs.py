@@ -52,7 +52,7 @@ class Job:
 
 def all_jobs() -> dict[str, Job]:
     """Every job by name, in the order `villagebeat jobs list` shows them."""
-    from scheduler import digests, escalation, nudges, spotchecks
+    from scheduler import digests, escalation, nudges, spotchecks, standings
 
     jobs = [
         Job(
@@ -92,6 +92,13 @@ def all_jobs() -> dict[str, Job]:
             "draw each supervisor's weekly sample of visit reports to verify (Monday 08:10)",
             lambda s: {"day_of_week": "mon", "hour": "8", "minute": "10"},
             spotchecks.draw_spot_checks,
+        ),
+        Job(
+            "standings-refresh",
+            "store the month's points and ranks of every officer, read by /me and the "
+            "digests (every 10 minutes)",
+            lambda s: {"minute": "*/10"},
+            standings.refresh_standings,
         ),
     ]
     return {job.name: job for job in jobs}

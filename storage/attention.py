@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, exists, select
+from sqlalchemy import ColumnElement, Integer, Select, any_, bindparam, exists, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.requests import DEFAULT_DEADLINES, Clock, DeadlineConfig, DeadlineState
@@ -22,6 +23,15 @@ from storage import requests as store
 from storage.models import Hazard, Officer, Photo, Request, Station, Village, VisitReport
 
 Scope = Select[Any] | Sequence[int] | None
+
+
+def among(column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
+    """`column = ANY(:ids)`: one array parameter, however many ids (a county-wide scope
+    has tens of thousands of officers, past the protocol's 32,767 parameters)."""
+    condition: ColumnElement[bool] = column == any_(
+        bindparam("ids", list(ids), type_=ARRAY(Integer), unique=True)
+    )
+    return condition
 
 
 def in_scope(column: Any, scope: Scope) -> list[ColumnElement[bool]]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -137,13 +138,22 @@ async def open_hazards(
     return [HazardView(**row._asdict()) for row in await session.execute(stmt)]
 
 
-async def count_open(session: AsyncSession, *, officer_id: int) -> int:
-    """How many hazards this officer reported are still open."""
-    count = await session.scalar(
+@cache
+def _count_open_statement() -> Select[int]:
+    """count_open's statement, built once for /me (officer_id bound at execution)."""
+    return (
         select(func.count())
         .select_from(Hazard)
-        .where(Hazard.officer_id == officer_id, Hazard.status == HazardStatus.OPEN.value)
+        .where(
+            Hazard.officer_id == bindparam("officer_id", type_=Integer),
+            Hazard.status == HazardStatus.OPEN.value,
+        )
     )
+
+
+async def count_open(session: AsyncSession, *, officer_id: int) -> int:
+    """How many hazards this officer reported are still open."""
+    count = await session.scalar(_count_open_statement(), {"officer_id": officer_id})
     return int(count or 0)
 
 

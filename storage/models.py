@@ -530,6 +530,13 @@ class RequestEvent(Base):
         CheckConstraint(_one_of("actor", Actor), name="actor"),
         CheckConstraint("rating BETWEEN 1 AND 5", name="rating"),
         Index("ix_request_events_request", "request_id", "id"),
+        # An officer's resolutions, for the points of a scope (scores.month_tallies).
+        Index(
+            "ix_request_events_officer_resolved",
+            "officer_id",
+            "at",
+            postgresql_where=text("event = 'resolved'"),
+        ),
         # A villager's recent messages, for the per-minute limit.
         Index(
             "ix_request_events_villager_recent",
@@ -554,6 +561,47 @@ class RequestEvent(Base):
     photos: Mapped[list[list[str]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     department: Mapped[str | None] = mapped_column(String(64))
     rating: Mapped[int | None] = mapped_column(SmallInteger)
+
+
+class MonthStanding(Base):
+    """An officer's points and ranks in a month as of `refreshed_at`, written by the
+    standings-refresh job (storage.standings) so that a rank costs a row, not the county's
+    points. The points stay traceable: they are the sum of scores.month_items at that time."""
+
+    __tablename__ = "month_standings"
+
+    month: Mapped[date] = mapped_column(Date, primary_key=True)  # its first day
+    officer_id: Mapped[int] = mapped_column(
+        ForeignKey("officers.id", ondelete="CASCADE"), primary_key=True
+    )
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"))
+    points: Mapped[int] = mapped_column(Integer)
+    station_rank: Mapped[int] = mapped_column(Integer)
+    station_size: Mapped[int] = mapped_column(Integer)
+    county_rank: Mapped[int] = mapped_column(Integer)
+    county_size: Mapped[int] = mapped_column(Integer)
+    refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MonthTally(Base):
+    """An officer's month in a village as the quota counts it, from the visit reports and
+    their activity lines: kept up to date by triggers on both tables (migration 0012), which
+    recompute a row from its reports whenever one of them, or an activity line the quota
+    counts, is inserted, changed or deleted. No row when the month has no report."""
+
+    __tablename__ = "month_tallies"
+
+    month: Mapped[date] = mapped_column(Date, primary_key=True)  # its first day
+    officer_id: Mapped[int] = mapped_column(
+        ForeignKey("officers.id", ondelete="CASCADE"), primary_key=True
+    )
+    village_id: Mapped[int] = mapped_column(
+        ForeignKey("villages.id", ondelete="CASCADE"), primary_key=True
+    )
+    visit_days: Mapped[int] = mapped_column(Integer)  # distinct visit dates
+    households: Mapped[int] = mapped_column(Integer)
+    patrols: Mapped[int] = mapped_column(Integer)
+    problems_solved: Mapped[int] = mapped_column(Integer)
 
 
 class JobRun(Base):

@@ -21,18 +21,23 @@ What earns points in a month (see core.scoring for what each is worth):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
+    Date,
+    DateTime,
     Integer,
     Select,
     Subquery,
     and_,
+    bindparam,
     case,
     cast,
     func,
@@ -42,6 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from core.activities import COUNTED, Activity
 from core.quota import (
@@ -55,10 +61,11 @@ from core.quota import (
 from core.requests import Event
 from core.roles import AssignmentKind
 from core.scoring import Item, Source, Tally, by_source, rank, record_name, source_of, totals
-from storage.attention import Scope, in_scope
+from storage.attention import Scope, among, in_scope
 from storage.models import (
     Assignment,
     Hazard,
+    MonthStanding,
     Officer,
     RequestEvent,
     Station,
@@ -85,13 +92,27 @@ class Member:
     station_name: str
 
 
-def _home_stations() -> Subquery:
+def _home_stations(scope: Scope = None) -> Subquery:
     """(officer_id, station_id) for every officer with an assignment: their resident
-    village's station, else their contact village's; the lowest station code on a tie."""
+    village's station, else their contact village's; the lowest station code on a tie.
+    A scope keeps the officers with a village in it (their home may lie outside)."""
+    touching = aliased(Assignment)
+    near = (
+        []
+        if scope is None
+        else [
+            Assignment.officer_id.in_(
+                select(touching.officer_id)
+                .join(Village, Village.id == touching.village_id)
+                .where(*in_scope(Village.station_id, scope))
+            )
+        ]
+    )
     return (
         select(Assignment.officer_id, Village.station_id)
         .join(Village, Village.id == Assignment.village_id)
         .join(Station, Station.id == Village.station_id)
+        .where(*near)
         .ext(distinct_on(Assignment.officer_id))
         .order_by(
             Assignment.officer_id,
@@ -104,7 +125,7 @@ def _home_stations() -> Subquery:
 
 async def roster(session: AsyncSession, *, scope: Scope = None) -> list[Member]:
     """The officers whose station is in the scope, by station code and badge."""
-    home = _home_stations()
+    home = _home_stations(scope)
     rows = await session.execute(
         select(Officer.id, Officer.badge, Officer.name, Station.id, Station.code, Station.name)
         .join(home, home.c.officer_id == Officer.id)
@@ -122,10 +143,48 @@ def _instants(month: date, tz: ZoneInfo) -> tuple[date, date, datetime, datetime
     return first, last, start, datetime.combine(last + timedelta(days=1), time(), tz)
 
 
-def _items(month: date, tz: ZoneInfo) -> Subquery:
-    """Every item of the month: (officer_id, code, record_id, units)."""
+def _items(month: date, tz: ZoneInfo, officers: Sequence[int] | None = None) -> Subquery:
+    """Every item of the month: (officer_id, code, record_id, units); only the `officers'`
+    when given, each part then read through an index on the officer."""
     first, last, start, end = _instants(month, tz)
+    return _items_between(
+        first,
+        last,
+        start,
+        end,
+        None if officers is None else lambda column: among(column, officers),
+    )
+
+
+Bound = date | datetime | BindParameter[Any]
+
+
+def _items_between(
+    first: Bound,
+    last: Bound,
+    start: Bound,
+    end: Bound,
+    theirs_only: Callable[[Any], ColumnElement[bool]] | None,
+) -> Subquery:
+    """_items between the month's first and last day (visits) and instants (requests,
+    hazards): values, or parameters bound at execution; `theirs_only` is the condition on
+    an officer id column that keeps only the officers wanted (None: everyone)."""
     in_month = and_(VisitReport.visit_date >= first, VisitReport.visit_date <= last)
+    theirs: list[ColumnElement[bool]] = []
+    if theirs_only is not None:
+        in_month = and_(in_month, theirs_only(VisitReport.officer_id))
+        # The requests they resolved in the month; whether theirs was the first resolution
+        # is decided among all of each request's resolutions below.
+        theirs = [
+            RequestEvent.request_id.in_(
+                select(RequestEvent.request_id).where(
+                    RequestEvent.event == Event.RESOLVED.value,
+                    theirs_only(RequestEvent.officer_id),
+                    RequestEvent.at >= start,
+                    RequestEvent.at < end,
+                )
+            )
+        ]
     days = (
         select(
             VisitReport.officer_id,
@@ -154,7 +213,11 @@ def _items(month: date, tz: ZoneInfo) -> Subquery:
     )
     first_resolved = (
         select(RequestEvent.request_id, RequestEvent.officer_id, RequestEvent.at)
-        .where(RequestEvent.event == Event.RESOLVED.value, RequestEvent.officer_id.is_not(None))
+        .where(
+            RequestEvent.event == Event.RESOLVED.value,
+            RequestEvent.officer_id.is_not(None),
+            *theirs,
+        )
         .ext(distinct_on(RequestEvent.request_id))
         .order_by(RequestEvent.request_id, RequestEvent.id)
         .subquery("first_resolved")
@@ -177,13 +240,18 @@ def _items(month: date, tz: ZoneInfo) -> Subquery:
         Hazard.status.in_(("rectified", "handed_over")),
         Hazard.closed_at >= start,
         Hazard.closed_at < end,
+        *([] if theirs_only is None else [theirs_only(Hazard.officer_id)]),
     )
     return union_all(days, households, activities, resolved, hazards).subquery("items")
 
 
-def _on_roster(column: ColumnElement[int], scope: Scope) -> ColumnElement[bool]:
-    home = _home_stations()
-    return column.in_(select(home.c.officer_id).where(*in_scope(home.c.station_id, scope)))
+def _on_roster(column: ColumnElement[int]) -> ColumnElement[bool]:
+    return column.in_(select(_home_stations().c.officer_id))
+
+
+def _officers_of(column: ColumnElement[int], officers: Sequence[int] | None) -> Any:
+    """Only the officers given, else every officer on the roster."""
+    return _on_roster(column) if officers is None else among(column, officers)
 
 
 async def month_items(
@@ -191,10 +259,11 @@ async def month_items(
 ) -> list[Item]:
     """Every item the scope's officers earned in `month`'s month, by officer, source and
     record: the trace behind each point."""
-    items = _items(month, tz)
+    officers = None if scope is None else [m.officer_id for m in await roster(session, scope=scope)]
+    items = _items(month, tz, officers)
     rows = await session.execute(
         select(items.c.officer_id, items.c.code, items.c.record_id, items.c.units).where(
-            _on_roster(items.c.officer_id, scope)
+            _officers_of(items.c.officer_id, officers)
         )
     )
     result = [
@@ -206,24 +275,17 @@ async def month_items(
 
 
 async def month_tallies(
-    session: AsyncSession, *, month: date, tz: ZoneInfo, scope: Scope = None
+    session: AsyncSession, *, month: date, tz: ZoneInfo, officers: Sequence[int] | None = None
 ) -> list[Tally]:
-    """The month's items summed per officer and code, in the database."""
-    items = _items(month, tz)
+    """The month's items summed per officer and code, in the database: of the `officers`,
+    else of the whole roster."""
+    items = _items(month, tz, officers)
     rows = await session.execute(
         select(items.c.officer_id, items.c.code, cast(func.sum(items.c.units), Integer))
-        .where(_on_roster(items.c.officer_id, scope))
+        .where(_officers_of(items.c.officer_id, officers))
         .group_by(items.c.officer_id, items.c.code)
     )
     return [Tally(officer, code, int(units)) for officer, code, units in rows]
-
-
-async def _station_ids(session: AsyncSession, scope: Scope) -> set[int] | None:
-    if scope is None:
-        return None
-    if isinstance(scope, Select):
-        return set(await session.scalars(scope))
-    return set(scope)
 
 
 @dataclass(frozen=True)
@@ -251,18 +313,27 @@ async def standings(
     scope: Scope = None,
 ) -> list[Standing]:
     """The scope's officers, best first (ties by badge). Ranks are always counted among the
-    whole station and the whole county, whatever the scope."""
-    members = await roster(session)
-    tallies = await month_tallies(session, month=month, tz=tz)
+    whole station and the whole county, whatever the scope.
+
+    For the county (no scope) everything is computed here. For a scope, only its officers'
+    points are (a scope holds whole stations, so the station ranks are exact), and the
+    county ranks are those of the last refresh of month_standings (storage.standings), or
+    computed for the whole county when that refresh does not cover every officer."""
+    members = await roster(session, scope=scope)
+    officers = None if scope is None else [m.officer_id for m in members]
+    tallies = await month_tallies(session, month=month, tz=tz, officers=officers)
     points = {m.officer_id: 0 for m in members} | totals(tallies, table)
     sources = by_source(tallies, table)
     units: dict[tuple[int, str], int] = {(t.officer_id, t.code): t.units for t in tallies}
-    county = rank({m.officer_id: points[m.officer_id] for m in members})
     stations: dict[int, dict[int, int]] = {}
     for m in members:
         stations.setdefault(m.station_id, {})[m.officer_id] = points[m.officer_id]
     station_ranks = {sid: rank(scores) for sid, scores in stations.items()}
-    wanted = await _station_ids(session, scope)
+    if scope is None:
+        ranked = rank({m.officer_id: points[m.officer_id] for m in members})
+        county = {officer: (place, len(members)) for officer, place in ranked.items()}
+    else:
+        county = await _county_ranks(session, month=month, tz=tz, table=table, members=members)
     result = [
         Standing(
             member=m,
@@ -272,14 +343,134 @@ async def standings(
             households=units.get((m.officer_id, Source.HOUSEHOLD.value), 0),
             station_rank=station_ranks[m.station_id][m.officer_id],
             station_size=len(stations[m.station_id]),
-            county_rank=county[m.officer_id],
-            county_size=len(members),
+            county_rank=county[m.officer_id][0],
+            county_size=county[m.officer_id][1],
         )
         for m in members
-        if wanted is None or m.station_id in wanted
     ]
     result.sort(key=lambda s: (s.county_rank, s.member.badge))
     return result
+
+
+async def _county_ranks(
+    session: AsyncSession,
+    *,
+    month: date,
+    tz: ZoneInfo,
+    table: Mapping[str, int],
+    members: Sequence[Member],
+) -> dict[int, tuple[int, int]]:
+    """(county rank, county size) of each member: as stored by the month's last refresh,
+    else (an officer joined since, or no refresh yet) computed for the whole county."""
+    if not members:
+        return {}
+    stored = await stored_standings(session, month=month, officers=[m.officer_id for m in members])
+    if all(m.officer_id in stored for m in members):
+        return {o: (s.county_rank, s.county_size) for o, s in stored.items()}
+    everyone = await standings(session, month=month, tz=tz, table=table)
+    return {s.member.officer_id: (s.county_rank, s.county_size) for s in everyone}
+
+
+@dataclass(frozen=True)
+class StoredStanding:
+    """An officer's row of month_standings: points and ranks as of `refreshed_at`."""
+
+    officer_id: int
+    points: int
+    station_rank: int
+    station_size: int
+    county_rank: int
+    county_size: int
+    refreshed_at: datetime
+
+
+# StoredStanding's fields, in order.
+_STORED_COLUMNS = (
+    MonthStanding.officer_id,
+    MonthStanding.points,
+    MonthStanding.station_rank,
+    MonthStanding.station_size,
+    MonthStanding.county_rank,
+    MonthStanding.county_size,
+    MonthStanding.refreshed_at,
+)
+
+
+async def stored_standings(
+    session: AsyncSession, *, month: date, officers: Sequence[int]
+) -> dict[int, StoredStanding]:
+    """The officers' rows of `month`'s month as last refreshed (none for an officer the
+    refresh did not see)."""
+    rows = await session.execute(
+        select(*_STORED_COLUMNS).where(
+            MonthStanding.month == month_bounds(month)[0],
+            among(MonthStanding.officer_id, officers),
+        )
+    )
+    return {row[0]: StoredStanding(*row) for row in rows}
+
+
+@dataclass(frozen=True)
+class OfficerScore:
+    """One officer's month for /me: points computed now, per source, and the ranks of the
+    month's last refresh (None before the first that saw them)."""
+
+    points: int
+    by_source: Mapping[Source, int]
+    ranks: StoredStanding | None
+
+
+@cache
+def _officer_tallies_statement() -> Select[Any]:
+    """month_tallies of one officer, built once: the union of _items costs milliseconds to
+    build and to compute the cache key of at every /me. Bound at execution: officer_id,
+    first and last (the month's days), start and end (its instants)."""
+    officer = bindparam("officer_id", type_=Integer)
+    instant = DateTime(timezone=True)
+    items = _items_between(
+        bindparam("first", type_=Date),
+        bindparam("last", type_=Date),
+        bindparam("start", type_=instant),
+        bindparam("end", type_=instant),
+        lambda column: column == officer,
+    )
+    return (
+        select(items.c.officer_id, items.c.code, cast(func.sum(items.c.units), Integer))
+        .where(items.c.officer_id == officer)
+        .group_by(items.c.officer_id, items.c.code)
+    )
+
+
+@cache
+def _officer_standing_statement() -> Select[int, int, int, int, int, int, datetime]:
+    """stored_standings of one officer, built once for /me (month and officer_id bound)."""
+    return select(*_STORED_COLUMNS).where(
+        MonthStanding.month == bindparam("month", type_=Date),
+        MonthStanding.officer_id == bindparam("officer_id", type_=Integer),
+    )
+
+
+async def officer_score(
+    session: AsyncSession, *, officer_id: int, month: date, tz: ZoneInfo, table: Mapping[str, int]
+) -> OfficerScore:
+    """The officer's points this month, exact (their own items only, through the indexes on
+    the officer: the same items as month_tallies), and their stored ranks."""
+    first, last, start, end = _instants(month, tz)
+    rows = await session.execute(
+        _officer_tallies_statement(),
+        {"officer_id": officer_id, "first": first, "last": last, "start": start, "end": end},
+    )
+    tallies = [Tally(officer, code, int(units)) for officer, code, units in rows]
+    stored = (
+        await session.execute(
+            _officer_standing_statement(), {"month": first, "officer_id": officer_id}
+        )
+    ).first()
+    return OfficerScore(
+        totals(tallies, table).get(officer_id, 0),
+        by_source(tallies, table).get(officer_id, dict.fromkeys(Source, 0)),
+        None if stored is None else StoredStanding(*stored),
+    )
 
 
 # --------------------------------------------------------------------------- the team
@@ -350,19 +541,16 @@ async def team(
     if not ranked:
         return []
     first, last = month_bounds(as_of)
-    # Every assignment of the county in one query: an officer's villages may lie outside
-    # the scope (a contact village of another station), and they all count.
-    wanted = {s.member.officer_id for s in ranked}
+    # Every assignment of the scope's officers: an officer's villages may lie outside the
+    # scope (a contact village of another station), and they all count.
+    officers = None if scope is None else [s.member.officer_id for s in ranked]
     villages: dict[int, list[Assigned]] = {}
     for pace in await assignment_pace(
-        session, first=first, last=last, county=profile(county_profile)
+        session, first=first, last=last, county=profile(county_profile), officers=officers
     ):
-        if pace.officer_id in wanted:
-            villages.setdefault(pace.officer_id, []).append(
-                Assigned(
-                    pace.village_id, pace.village_name, pace.quota, pace.progress, pace.absences
-                )
-            )
+        villages.setdefault(pace.officer_id, []).append(
+            Assigned(pace.village_id, pace.village_name, pace.quota, pace.progress, pace.absences)
+        )
     rows = []
     for standing in ranked:
         own = villages.get(standing.member.officer_id, [])

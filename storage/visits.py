@@ -6,12 +6,32 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from functools import cache
+from typing import Any
 
-from sqlalchemy import Integer, and_, case, cast, func, or_, select
+from sqlalchemy import (
+    ARRAY,
+    Date,
+    Integer,
+    Select,
+    String,
+    and_,
+    any_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import Absence, Photo, QuotaOverride, Village, VisitActivity, VisitReport
+from core.quota import QuotaOverride
+from storage.models import Absence, Photo, Village, VisitActivity, VisitReport
+from storage.models import QuotaOverride as QuotaOverrideRow
 from storage.photos import flag_reused_file_ids
 
 
@@ -85,17 +105,19 @@ class VillageProgress:
     absences: int
 
 
-async def progress(
-    session: AsyncSession,
-    *,
-    officer_id: int,
-    first: date,
-    last: date,
-    problem_codes: Sequence[str],
-    patrol_code: str,
-) -> dict[int, VillageProgress]:
-    """Per village of the officer: distinct visit days, households, patrols and problems solved
-    between `first` and `last` (one aggregate query), and the absences recorded."""
+@cache
+def _progress_statement() -> Select[Any]:
+    """storage.visits.progress's statement, built once: building the tree and computing its
+    cache key took milliseconds per call, and /me runs it for two months. The values are
+    bound at execution (officer_id, first, last, problem_codes, patrol_code)."""
+    officer_id = bindparam("officer_id", type_=Integer)
+    # The days are rendered into the SQL (two months, two statements): bound as parameters,
+    # PostgreSQL's generic plan of the prepared statement read a whole month of every
+    # officer's reports through the date index before keeping this officer's.
+    first = bindparam("first", type_=Date, literal_execute=True)
+    last = bindparam("last", type_=Date, literal_execute=True)
+    problem_codes = bindparam("problem_codes", type_=ARRAY(String))
+    patrol_code = bindparam("patrol_code", type_=String)
     in_period = and_(
         VisitReport.officer_id == officer_id,
         VisitReport.visit_date >= first,
@@ -108,7 +130,7 @@ async def progress(
                 "patrols"
             ),
             func.sum(
-                case((VisitActivity.code.in_(problem_codes), VisitActivity.count), else_=0)
+                case((VisitActivity.code == any_(problem_codes), VisitActivity.count), else_=0)
             ).label("problems"),
         )
         # Only this officer's reports of the period: without it the totals of every
@@ -118,57 +140,95 @@ async def progress(
         .group_by(VisitActivity.report_id)
         .subquery()
     )
-    rows = await session.execute(
+    visited = (
         select(
             VisitReport.village_id,
-            func.count(func.distinct(VisitReport.visit_date)),
-            func.coalesce(func.sum(VisitReport.households), 0),
-            cast(func.coalesce(func.sum(activity_totals.c.patrols), 0), Integer),
-            cast(func.coalesce(func.sum(activity_totals.c.problems), 0), Integer),
+            func.count(func.distinct(VisitReport.visit_date)).label("days"),
+            func.coalesce(func.sum(VisitReport.households), 0).label("households"),
+            func.coalesce(func.sum(activity_totals.c.patrols), 0).label("patrols"),
+            func.coalesce(func.sum(activity_totals.c.problems), 0).label("problems"),
+            literal(0).label("absences"),
         )
         .outerjoin(activity_totals, activity_totals.c.report_id == VisitReport.id)
         .where(in_period)
         .group_by(VisitReport.village_id)
     )
-    totals = {r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows}
-    absent = dict(
-        (
-            await session.execute(
-                select(Absence.village_id, func.count())
-                .where(Absence.officer_id == officer_id, Absence.day >= first, Absence.day <= last)
-                .group_by(Absence.village_id)
-            )
-        ).all()
+    absent = (
+        select(Absence.village_id, *(literal(0) for _ in range(4)), func.count())
+        .where(Absence.officer_id == officer_id, Absence.day >= first, Absence.day <= last)
+        .group_by(Absence.village_id)
     )
-    return {
-        village_id: VillageProgress(
-            village_id, *totals.get(village_id, (0, 0, 0, 0)), int(absent.get(village_id, 0))
+    # Visits and absences in one round trip: /me runs this for two months.
+    both = union_all(visited, absent).subquery()
+    return select(
+        both.c.village_id,
+        *(cast(func.sum(column), Integer) for column in list(both.c)[1:]),
+    ).group_by(both.c.village_id)
+
+
+async def progress(
+    session: AsyncSession,
+    *,
+    officer_id: int,
+    first: date,
+    last: date,
+    problem_codes: Sequence[str],
+    patrol_code: str,
+) -> dict[int, VillageProgress]:
+    """Per village of the officer: distinct visit days, households, patrols and problems solved
+    between `first` and `last` (one aggregate query), and the absences recorded."""
+    rows = await session.execute(
+        _progress_statement(),
+        {
+            "officer_id": officer_id,
+            "first": first,
+            "last": last,
+            "problem_codes": list(problem_codes),
+            "patrol_code": patrol_code,
+        },
+    )
+    return {row[0]: VillageProgress(*(int(value) for value in row)) for row in rows}
+
+
+@cache
+def _overrides_statement() -> Select[
+    int, int | None, str | None, int | None, int | None, int | None, int | None
+]:
+    """quota_overrides's statement, built once (the village ids bound at execution as one
+    array): columns, not entities, so no ORM objects are loaded for /me."""
+    return (
+        select(
+            Village.id,
+            QuotaOverrideRow.village_id,
+            QuotaOverrideRow.profile,
+            QuotaOverrideRow.visit_days,
+            QuotaOverrideRow.households,
+            QuotaOverrideRow.patrols,
+            QuotaOverrideRow.problems_solved,
         )
-        for village_id in totals.keys() | absent.keys()
-    }
+        .join(
+            QuotaOverrideRow,
+            or_(
+                QuotaOverrideRow.village_id == Village.id,
+                QuotaOverrideRow.station_id == Village.station_id,
+            ),
+        )
+        .where(Village.id == any_(bindparam("village_ids", type_=ARRAY(Integer))))
+    )
 
 
 async def quota_overrides(
     session: AsyncSession, village_ids: Sequence[int]
 ) -> dict[int, tuple[QuotaOverride | None, QuotaOverride | None]]:
     """For each village: (its station's override, its own override)."""
-    rows = await session.execute(
-        select(Village.id, QuotaOverride)
-        .join(
-            QuotaOverride,
-            or_(
-                QuotaOverride.village_id == Village.id,
-                QuotaOverride.station_id == Village.station_id,
-            ),
-        )
-        .where(Village.id.in_(village_ids))
-    )
+    rows = await session.execute(_overrides_statement(), {"village_ids": list(village_ids)})
     result: dict[int, tuple[QuotaOverride | None, QuotaOverride | None]] = {
         v: (None, None) for v in village_ids
     }
-    for village_id, override in rows:
+    for village_id, own_village, name, days, households, patrols, problems in rows:
         station, village = result[village_id]
-        if override.village_id is not None:
+        override = QuotaOverride(name, days, households, patrols, problems)
+        if own_village is not None:
             village = override
         else:
             station = override

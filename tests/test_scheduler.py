@@ -77,6 +77,7 @@ def test_slots_and_schedules_of_the_job_table() -> None:
         "weekly-digest",
         "monthly-digest",
         "spot-checks",
+        "standings-refresh",
     ]
     texts = {name: cron_text(trigger_for(job, SETTINGS)) for name, job in jobs.items()}
     assert texts == {
@@ -86,6 +87,7 @@ def test_slots_and_schedules_of_the_job_table() -> None:
         "weekly-digest": "0 8 * * mon",
         "monthly-digest": "0 8 1 * *",
         "spot-checks": "10 8 * * mon",
+        "standings-refresh": "*/10 * * * *",
     }
     nudges = trigger_for(jobs["quota-nudges"], SETTINGS)
     # From the 10th to the month's last day, whatever its length, in the county's time zone.

@@ -276,6 +276,25 @@ async def test_hand_count_totals_and_ranks(
     assert (got["C"].visit_days, got["C"].households) == (1, 12)
 
 
+async def test_officer_score_is_the_standings_points(
+    sessions: async_sessionmaker[AsyncSession], month: Month
+) -> None:
+    """/me's one-officer statement counts the same items as the whole county's."""
+    async with sessions() as s:
+        ranked = await scores.standings(s, month=NOVEMBER, tz=TZ, table=DEFAULT_POINTS)
+        mine = {
+            x.member.officer_id: await scores.officer_score(
+                s, officer_id=x.member.officer_id, month=NOVEMBER, tz=TZ, table=DEFAULT_POINTS
+            )
+            for x in ranked
+        }
+    badges = {o.id: k for k, o in month.county.officers.items()}
+    assert {badges[o]: x.points for o, x in mine.items()} == HAND_COUNT
+    assert {x.member.officer_id: dict(x.by_source) for x in ranked} == {
+        o: dict(x.by_source) for o, x in mine.items()
+    }
+
+
 async def test_every_point_names_its_record(
     sessions: async_sessionmaker[AsyncSession], month: Month
 ) -> None:

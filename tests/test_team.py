@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from openpyxl import load_workbook
@@ -15,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.handlers.team import TeamPageCb
 from bot.i18n import Translator
 from core.roles import AssignmentKind
+from core.scoring import DEFAULT_POINTS
 from core.tokens import new_village_token
-from storage import invites
+from storage import invites, standings
 from storage.models import Assignment, Officer, Village
 from tests.botapi import SimUser
 from tests.harness import Chat
@@ -26,6 +28,7 @@ ZH, EN = Translator("zh"), Translator("en")
 # Saturday 21 November 2026, 10:00 in Shanghai: day 21 of 30, two village days expected of
 # four by now (floor(4 × 20 / 30)), and two households of four.
 NOW = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 @pytest.fixture
@@ -78,40 +81,77 @@ def _answer(chat: Chat, update: dict[str, Any]) -> str | None:
 # --- /me -----------------------------------------------------------------------------------
 
 
+async def _refresh_standings(sessions: async_sessionmaker[AsyncSession], now: datetime) -> None:
+    async with sessions() as s, s.begin():
+        await standings.refresh(s, month=now.date(), tz=SHANGHAI, table=DEFAULT_POINTS, now=now)
+
+
 async def test_me_shows_the_score_and_ranks_in_both_languages(
     chat: Chat, sessions: async_sessionmaker[AsyncSession], month: Month
 ) -> None:
     a = await _officer(chat, sessions, "012345")
     await chat.say(a, "/me")
-    text = chat.last_text(a)
-    last = text.split("\n\n")[-1].splitlines()
-    assert last[:2] == [
-        ZH("score.me", points=35, station_rank=1, station_size=2, county_rank=1, county_size=4),
+    last = chat.last_text(a).split("\n\n")[-1].splitlines()
+    # The points are live; the ranks wait for the first refresh.
+    assert last[:2] == [ZH("score.me", points=35), ZH("score.ranks_pending")]
+    await _refresh_standings(sessions, NOW)
+    await chat.say(a, "/me")
+    last = chat.last_text(a).split("\n\n")[-1].splitlines()
+    assert last[:3] == [
+        ZH("score.me", points=35),
+        ZH(
+            "score.ranks",
+            time="11-21 10:00",
+            station_rank=1,
+            station_size=2,
+            county_rank=1,
+            county_size=4,
+        ),
         "得分构成：下村天数 10 分，入户走访 5 分，工作事项 10 分，办结诉求 5 分，隐患整改 5 分",
     ]
-    assert last[0] == "🏅 本月得分：35 分（所内第 1/2 名，全县第 1/4 名）"
+    assert last[1] == "🏆 排名（截至 11-21 10:00）：所内第 1/2 名，全县第 1/4 名"
 
     c = await _officer(chat, sessions, "033333", language_code="en")
     await chat.say(c, "/me")
     last = chat.last_text(c).split("\n\n")[-1].splitlines()
-    assert last[:2] == [
-        "🏅 Score this month: 22 points (#1 of 2 in the station, #2 of 4 in the county)",
+    assert last[:3] == [
+        "🏅 Score this month: 22 points",
+        "🏆 Ranks as of 11-21 10:00: #1 of 2 in the station, #2 of 4 in the county",
         "Made up of: 5 for village days, 12 for households, 5 for requests resolved",
     ]
     d = await _officer(chat, sessions, "044444", language_code="en")
     await chat.say(d, "/me")
     last = chat.last_text(d).split("\n\n")[-1].splitlines()
-    assert last[0] == EN(
-        "score.me", points=0, station_rank=2, station_size=2, county_rank=4, county_size=4
-    )
-    assert not last[1].startswith("Made up of")  # nothing earned, nothing to list
+    assert last[:2] == [
+        EN("score.me", points=0),
+        EN(
+            "score.ranks",
+            time="11-21 10:00",
+            station_rank=2,
+            station_size=2,
+            county_rank=4,
+            county_size=4,
+        ),
+    ]
+    assert not last[2].startswith("Made up of")  # nothing earned, nothing to list
 
-    # A new month starts from nothing; only B's hazard closed at 00:30 on 1 December counts.
-    chat.clock.now = datetime(2026, 12, 1, 2, tzinfo=UTC)
+    # A new month starts from nothing, ranked at its first refresh; only B's hazard closed
+    # at 00:30 on 1 December counts.
+    december = datetime(2026, 12, 1, 2, tzinfo=UTC)
+    chat.clock.now = december
     await chat.say(c, "/me")
     last = chat.last_text(c).split("\n\n")[-1].splitlines()
-    assert last[0] == EN(
-        "score.me", points=0, station_rank=1, station_size=2, county_rank=2, county_size=4
+    assert last[:2] == [EN("score.me", points=0), EN("score.ranks_pending")]
+    await _refresh_standings(sessions, december)
+    await chat.say(c, "/me")
+    last = chat.last_text(c).split("\n\n")[-1].splitlines()
+    assert last[1] == EN(
+        "score.ranks",
+        time="12-01 10:00",
+        station_rank=1,
+        station_size=2,
+        county_rank=2,
+        county_size=4,
     )
 
 

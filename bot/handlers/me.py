@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.filters import HasRole
 from bot.i18n import Translator
 from bot.menus import command_or_button, main_menu
-from bot.progress import days_left_text, month_progress, previous_month, progress_line
+from bot.progress import days_left_text, months_progress, previous_month, progress_line
 from bot.replies import Replies
 from bot.settings import Settings
 from bot.texts import split_blocks
@@ -62,25 +62,29 @@ def village_block(
 async def score_lines(
     session: AsyncSession, t: Translator, settings: Settings, officer_id: int, today: date
 ) -> list[str]:
-    """The month's points so far, the ranks in the station and the county, and where the
-    points came from."""
-    ranked = await scores.standings(session, month=today, tz=settings.tz, table=settings.points)
-    mine = next((s for s in ranked if s.member.officer_id == officer_id), None)
-    if mine is None:  # no assignment: on no roster
-        return []
-    lines = [
-        t(
-            "score.me",
-            points=mine.points,
-            station_rank=mine.station_rank,
-            station_size=mine.station_size,
-            county_rank=mine.county_rank,
-            county_size=mine.county_size,
+    """The month's points so far (exact), the ranks in the station and the county as of the
+    last refresh of the standings, and where the points came from."""
+    score = await scores.officer_score(
+        session, officer_id=officer_id, month=today, tz=settings.tz, table=settings.points
+    )
+    lines = [t("score.me", points=score.points)]
+    ranks = score.ranks
+    if ranks is None:
+        lines.append(t("score.ranks_pending"))
+    else:
+        lines.append(
+            t(
+                "score.ranks",
+                time=f"{ranks.refreshed_at.astimezone(settings.tz):%m-%d %H:%M}",
+                station_rank=ranks.station_rank,
+                station_size=ranks.station_size,
+                county_rank=ranks.county_rank,
+                county_size=ranks.county_size,
+            )
         )
-    ]
     parts = [
         t("score.part", source=t(f"score_source.{source.value}"), points=points)
-        for source, points in mine.by_source.items()
+        for source, points in score.by_source.items()
         if points
     ]
     if parts:
@@ -104,18 +108,11 @@ async def show_progress(
         return
     today = clock().astimezone(settings.tz).date()
     ids = [v.id for v in listed]
-    now = await month_progress(
+    now, before = await months_progress(
         session,
         officer_id=user.officer_id,
         village_ids=ids,
-        day=today,
-        county_profile=settings.quota_profile,
-    )
-    before = await month_progress(
-        session,
-        officer_id=user.officer_id,
-        village_ids=ids,
-        day=previous_month(today),
+        days=(today, previous_month(today)),
         county_profile=settings.quota_profile,
     )
     open_hazards = await hazards.count_open(session, officer_id=user.officer_id)
