@@ -127,14 +127,18 @@ class UpdateTransaction(BaseMiddleware):
             data["replies"] = replies
             with self._storage.bind(session):
                 result = await handler(event, data)
-                await self._storage.flush()
-            if replies:
-                await keep_answers(session, event.update_id, replies.to_json())
+                answers = (event.update_id, replies.to_json()) if replies else None
+                # Usually stored by the conversation's write, in the same round trip.
+                kept = await self._storage.flush(answers=answers)
+            if answers is not None and not kept:
+                await keep_answers(session, *answers)
         return result, replies, True
 
     async def _sent(self, update_id: int) -> None:
         try:
-            async with self._sessions() as session, session.begin():
+            async with self._sessions() as session:
+                # A single statement: autocommit spares the BEGIN and COMMIT round trips.
+                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
                 await clear_answers(session, update_id)
         except Exception:
             # Telegram still gets its 200: the answers are sent, and a leftover is only

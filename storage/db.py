@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util.concurrency import await_only
 
 
 def to_async_url(url: str) -> str:
@@ -54,13 +56,28 @@ class Database:
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         to_async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
     )
+    # The pre-ping runs at every checkout, twice per update: one round trip instead of three.
+    setattr(engine.sync_engine.dialect, "do_ping", _ping)  # noqa: B010 (a method, for mypy)
+    return engine
+
+
+def _ping(dbapi_connection: Any) -> bool:
+    """The pool's pre-ping: `;` alone. SQLAlchemy's asyncpg ping wraps it in BEGIN and
+    ROLLBACK (three round trips) for PgBouncer's transaction pooling, which this project
+    cannot use anyway (its advisory locks need session pooling). Errors are translated as
+    SQLAlchemy's own ping does, so a dead connection is recognised and replaced."""
+    try:
+        await_only(dbapi_connection._connection.fetchrow(";"))
+    except Exception as error:
+        dbapi_connection._handle_exception(error)
+    return True
 
 
 @asynccontextmanager

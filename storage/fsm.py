@@ -15,11 +15,11 @@ from typing import Any
 
 from aiogram.fsm.state import State
 from aiogram.fsm.storage.base import BaseStorage, StateType, StorageKey
-from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Text, bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from storage.models import ConversationState
+from storage.updates import KEEP_SQL
 
 
 @dataclass
@@ -62,14 +62,22 @@ class PostgresStorage(BaseStorage):
         finally:
             _current.reset(token)
 
-    async def flush(self) -> None:
-        """Write the buffered changes of the bound unit of work into its session."""
+    async def flush(self, *, answers: tuple[int, list[dict[str, Any]]] | None = None) -> bool:
+        """Write the buffered changes of the bound unit of work into its session.
+
+        `answers` (update id, answers) may ride along in the statement that writes the
+        conversation, as `storage.updates.keep_answers` would store them: one round trip fewer
+        for most updates. True when they were stored; else the caller stores them.
+        """
         unit = _current.get()
         assert unit is not None, "flush() outside bind()"
-        for name, entry in unit.entries.items():
-            if entry.dirty:
-                await _write(unit.session, name, unit.keys[name], entry)
-                entry.dirty = False
+        dirty = [name for name, entry in unit.entries.items() if entry.dirty]
+        for name in dirty:
+            entry = unit.entries[name]
+            keep = answers if name == dirty[-1] else None
+            await _write(unit.session, name, unit.keys[name], entry, keep=keep)
+            entry.dirty = False
+        return answers is not None and bool(dirty)
 
     async def _entry(self, key: StorageKey) -> tuple[_Entry, _UnitOfWork | None]:
         unit = _current.get()
@@ -113,31 +121,52 @@ class PostgresStorage(BaseStorage):
         return None
 
 
+# Prebuilt text statements: every update reads its conversation and most write it, and
+# building and compiling the ORM equivalents each time cost more CPU than the round trips.
+_READ = text("SELECT state, data FROM conversation_states WHERE key = :key").columns(
+    state=Text, data=JSONB
+)
+_DELETE_SQL = "DELETE FROM conversation_states WHERE key = :key"
+_UPSERT_SQL = (
+    "INSERT INTO conversation_states (key, user_id, chat_id, state, data) "
+    "VALUES (:key, :user_id, :chat_id, :state, :data) "
+    "ON CONFLICT (key) DO UPDATE "
+    "SET state = excluded.state, data = excluded.data, updated_at = now()"
+)
+_DATA = bindparam("data", type_=JSONB)
+_ANSWERS = bindparam("answers", type_=JSONB)
+_DELETE = text(_DELETE_SQL)
+_UPSERT = text(_UPSERT_SQL).bindparams(_DATA)
+# The same, with the update's answers stored in the same statement (a data-modifying WITH
+# runs exactly once whether or not it is read).
+_DELETE_KEEP = text(f"WITH state AS ({_DELETE_SQL}) {KEEP_SQL}").bindparams(_ANSWERS)
+_UPSERT_KEEP = text(f"WITH state AS ({_UPSERT_SQL}) {KEEP_SQL}").bindparams(_DATA, _ANSWERS)
+
+
 async def _read(session: AsyncSession, name: str) -> _Entry:
-    row = (
-        await session.execute(
-            select(ConversationState.state, ConversationState.data).where(
-                ConversationState.key == name
-            )
-        )
-    ).first()
+    row = (await session.execute(_READ, {"key": name})).first()
     return _Entry(state=None, data={}) if row is None else _Entry(row.state, dict(row.data))
 
 
-async def _write(session: AsyncSession, name: str, key: StorageKey, entry: _Entry) -> None:
+async def _write(
+    session: AsyncSession,
+    name: str,
+    key: StorageKey,
+    entry: _Entry,
+    *,
+    keep: tuple[int, list[dict[str, Any]]] | None = None,
+) -> None:
+    """Write (or delete) one conversation; and store `keep`'s answers alongside, if given."""
+    extra = {} if keep is None else {"update_id": keep[0], "answers": keep[1]}
     if entry.state is None and not entry.data:
-        await session.execute(delete(ConversationState).where(ConversationState.key == name))
+        delete = _DELETE if keep is None else _DELETE_KEEP
+        await session.execute(delete, {"key": name, **extra})
         return
-    stmt = insert(ConversationState).values(
-        key=name, user_id=key.user_id, chat_id=key.chat_id, state=entry.state, data=entry.data
-    )
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[ConversationState.key],
-            set_={
-                "state": stmt.excluded.state,
-                "data": stmt.excluded.data,
-                "updated_at": func.now(),
-            },
-        )
-    )
+    params = {
+        "key": name,
+        "user_id": key.user_id,
+        "chat_id": key.chat_id,
+        "state": entry.state,
+        "data": entry.data,
+    }
+    await session.execute(_UPSERT if keep is None else _UPSERT_KEEP, {**params, **extra})
