@@ -29,8 +29,9 @@ from core.directory import (
 from core.roles import AssignmentKind
 from core.tokens import new_village_token
 
-# pg_advisory_xact_lock key ("VBDI"): two imports never interleave.
-IMPORT_LOCK = 0x56424449
+# pg_advisory_xact_lock key ("VBDIMP"): two imports never interleave.
+# Negative and far beyond chat ids: positive keys are Telegram user ids (storage.updates).
+IMPORT_LOCK = -0x5642_4449_4D50_0000
 _SHOWN_REASSIGNMENTS = 20
 _ZERO_PADDED = re.compile(r"0+")
 

@@ -21,8 +21,9 @@ from core.quota import month_bounds
 from storage import scores
 from storage.models import MonthStanding
 
-# pg_advisory_xact_lock's key for refreshes ('stnd').
-_LOCK = 0x73746E64
+# pg_advisory_xact_lock's key for refreshes ("VBSTND").
+# Negative and far beyond chat ids: positive keys are Telegram user ids (storage.updates).
+_LOCK = -0x5642_5354_4E44_0000
 
 
 async def refresh(
