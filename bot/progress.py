@@ -8,13 +8,11 @@ from datetime import date, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.i18n import Translator
-from core.activities import PROBLEM_SOLVING, Activity
 from core.quota import (
     COUNTERS,
     Progress,
     Quota,
     days_left,
-    month_bounds,
     profile,
     resolve_quota,
 )
@@ -57,20 +55,13 @@ async def months_progress(
         village_id: resolve_quota(county, station, own)
         for village_id, (station, own) in overrides.items()
     }
+    done = await visits.months_progress(session, officer_id=officer_id, months=days)
     months = []
     for day in days:
-        first, last = month_bounds(day)
-        done = await visits.progress(
-            session,
-            officer_id=officer_id,
-            first=first,
-            last=last,
-            problem_codes=[a.value for a in PROBLEM_SOLVING],
-            patrol_code=Activity.PATROL.value,
-        )
+        of_month = done[day.replace(day=1)]
         result = {}
         for village_id in village_ids:
-            p = done.get(village_id)
+            p = of_month.get(village_id)
             progress = (
                 Progress()
                 if p is None

@@ -12,7 +12,18 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Integer, Subquery, and_, case, cast, exists, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Subquery,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -238,6 +249,10 @@ async def assignment_pace(
     # longer than building them.
     with _no_gc():
         connection = await session.connection()
+        if scope is None and officers is None:
+            # The whole county's rows are sorted: in memory, not spilled to disk at the
+            # default work_mem (4 MB). For the rest of this transaction only.
+            await connection.execute(text("SET LOCAL work_mem = '64MB'"))
         rows = (await connection.execute(stmt)).all()
         used = {i for row in rows for i in (row[12], row[13]) if i is not None}
         overrides: dict[int, OverrideColumns] = {}

@@ -19,10 +19,10 @@ import pytest
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.activities import Activity, patrols, problems_solved
+from core.activities import PROBLEM_SOLVING, Activity, patrols, problems_solved
 from core.quota import month_bounds, profile
 from storage import pace, visits
-from storage.models import MonthTally, VisitActivity, VisitReport
+from storage.models import Absence, MonthTally, Officer, VisitActivity, VisitReport
 from tests.factories import Directory
 
 MIGRATION = (
@@ -131,7 +131,28 @@ async def _check(
         async with sessions() as s:
             summed = await pace.assignment_pace(s, first=first, last=last, county=profile("xi"))
     assert tallied == summed
+    await _same_as_aggregated(sessions)
     return stored
+
+
+async def _same_as_aggregated(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """visits.months_progress (from the tallies, /me's) equals visits.progress (from the
+    reports) for every officer and month, absences included."""
+    months = [date(2026, 10, 1), date(2026, 11, 1), date(2026, 12, 1)]
+    async with sessions() as s:
+        for officer in await s.scalars(select(Officer.id)):
+            tallied = await visits.months_progress(s, officer_id=officer, months=months)
+            for month in months:
+                first, last = month_bounds(month)
+                summed = await visits.progress(
+                    s,
+                    officer_id=officer,
+                    first=first,
+                    last=last,
+                    problem_codes=[a.value for a in PROBLEM_SOLVING],
+                    patrol_code=Activity.PATROL.value,
+                )
+                assert tallied[month] == summed, (officer, month)
 
 
 async def test_tallies_follow_every_write_and_pace_is_unchanged(
@@ -153,6 +174,13 @@ async def test_tallies_follow_every_write_and_pace_is_unchanged(
         await _visit(s, a, v2, date(2026, 12, 1), 6, {"linkage_matter": 3})
         await _visit(s, a, v1, date(2026, 10, 31), 5, {})
         lone = await _visit(s, b, v1, date(2026, 11, 5), 0, {"other": 1})
+        # Absences are no visits, but /me reads them with the tallies.
+        for n, (village, day) in enumerate([(v2, date(2026, 11, 12)), (v1, date(2026, 10, 6))]):
+            s.add(
+                Absence(
+                    draft_id=f"tally-a{n}", officer_id=a, village_id=village, day=day, reason="培训"
+                )
+            )
     tallies = await _check(sessions, monkeypatch)
     assert tallies[(nov, a, v1)] == (2, 8, 3, 3)
     assert tallies[(nov, a, v2)] == (1, 2, 0, 1)
