@@ -1,6 +1,6 @@
 """Every officer assignment at once: its month against the quota in force, and the villages
 due a visit on a village day. Set-based (one query each, whatever the number of officers),
-for the scheduler's jobs; storage.visits.progress is the per-officer version behind /me.
+for the scheduler's jobs; storage.visits.months_progress is the per-officer version behind /me.
 """
 
 from __future__ import annotations
