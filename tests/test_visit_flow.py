@@ -265,6 +265,23 @@ async def test_cancel_and_stale_buttons(
     assert await _reports(sessions) == []
 
 
+async def test_the_summarys_cancel_drops_the_draft_and_its_buttons(
+    chat: Chat, sessions: async_sessionmaker[AsyncSession], directory: Directory
+) -> None:
+    officer = await _officer(chat, sessions, "012345")
+    await _fill_to_summary(chat, officer, ZH)
+    summary = chat.server.last_message_to(officer)
+    await chat.click(officer, ZH("flow.cancel"))
+    assert chat.last_text(officer) == ZH("cancel.done")
+    [taken] = [
+        c
+        for c in chat.server.calls_of("editMessageReplyMarkup")
+        if c.params["message_id"] == summary.message_id
+    ]
+    assert not taken.params.get("reply_markup")  # no Submit left to press
+    assert await _reports(sessions) == []
+
+
 async def test_a_restart_mid_flow_continues_at_the_same_step(
     chat: Chat, sessions: async_sessionmaker[AsyncSession], directory: Directory
 ) -> None:

@@ -326,11 +326,14 @@ async def _edit(
     data: dict[str, Any],
     **_: Any,
 ) -> None:
-    await state.set_state(Report.edit)
     fields = [s for s in STEPS if s != "village" or len(data.get("choices", [])) > 1]
-    buttons = [kit.button(t, t(f"hazard.edit.{s}"), _cb(data, "edit_field", s)) for s in fields]
-    replies.add(
-        message.answer(t("flow.edit_which"), reply_markup=kit.inline(kit.chunks(buttons, 2)))
+    await kit.offer_fields(
+        message,
+        state,
+        t,
+        replies,
+        edit_state=Report.edit,
+        fields=[(t(f"hazard.edit.{s}"), _cb(data, "edit_field", s)) for s in fields],
     )
 
 
@@ -354,12 +357,7 @@ async def _edit_field(
     await _ask(message, value, state, t, replies, settings)
 
 
-async def _cancel(
-    *, message: Message, state: FSMContext, t: Translator, replies: Replies, **_: Any
-) -> None:
-    await state.clear()
-    replies.add(message.edit_reply_markup(reply_markup=None))
-    replies.add(message.answer(t("cancel.done"), reply_markup=main_menu(Role.OFFICER, t)))
+_cancel = kit.cancel_draft(Role.OFFICER)
 
 
 async def _submit(

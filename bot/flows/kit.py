@@ -10,6 +10,7 @@ from typing import Any
 
 from aiogram.filters.callback_data import CallbackData
 from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State
 from aiogram.methods import EditMessageText
 from aiogram.types import (
     CallbackQuery,
@@ -23,8 +24,10 @@ from aiogram.types import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.i18n import Translator
+from bot.menus import main_menu
 from bot.replies import Replies
 from core.geo import distance_m
+from core.roles import Role
 from storage import villages
 
 MAX_PHOTOS = 10
@@ -154,6 +157,36 @@ async def live_draft(
         replies.add(callback.answer(t("callback.stale"), show_alert=True))
         return None
     return data
+
+
+def cancel_draft(role: Role) -> Callable[..., Awaitable[None]]:
+    """The summary's Cancel button: the draft is dropped, its buttons taken away, and the
+    role's main menu comes back."""
+
+    async def cancel(
+        *, message: Message, state: FSMContext, t: Translator, replies: Replies, **_: Any
+    ) -> None:
+        await state.clear()
+        replies.add(message.edit_reply_markup(reply_markup=None))
+        replies.add(message.answer(t("cancel.done"), reply_markup=main_menu(role, t)))
+
+    return cancel
+
+
+async def offer_fields(
+    message: Message,
+    state: FSMContext,
+    t: Translator,
+    replies: Replies,
+    *,
+    edit_state: State,
+    fields: Sequence[tuple[str, FlowCb]],
+) -> None:
+    """The summary's Edit button: one button (label, what it presses) per step that can be
+    changed, two to a row; the conversation waits at `edit_state` for the choice."""
+    await state.set_state(edit_state)
+    buttons = [button(t, label, cb) for label, cb in fields]
+    replies.add(message.answer(t("flow.edit_which"), reply_markup=inline(chunks(buttons, 2))))
 
 
 def show_summary(

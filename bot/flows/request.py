@@ -287,12 +287,14 @@ async def _edit(
     data: dict[str, Any],
     **_: Any,
 ) -> None:
-    await state.set_state(Draft.edit)
-    buttons = [
-        kit.button(t, t(f"request_flow.edit.{s}"), _cb(data, "edit_field", s)) for s in STEPS
-    ]
-    replies.add(
-        message.answer(t("flow.edit_which"), reply_markup=kit.inline(kit.chunks(buttons, 2)))
+    fields = STEPS
+    await kit.offer_fields(
+        message,
+        state,
+        t,
+        replies,
+        edit_state=Draft.edit,
+        fields=[(t(f"request_flow.edit.{s}"), _cb(data, "edit_field", s)) for s in fields],
     )
 
 
@@ -309,12 +311,7 @@ async def _edit_field(
     await _ask(message, value, state, t, replies)
 
 
-async def _cancel(
-    *, message: Message, state: FSMContext, t: Translator, replies: Replies, **_: Any
-) -> None:
-    await state.clear()
-    replies.add(message.edit_reply_markup(reply_markup=None))
-    replies.add(message.answer(t("cancel.done"), reply_markup=main_menu(Role.VILLAGER, t)))
+_cancel = kit.cancel_draft(Role.VILLAGER)
 
 
 async def _submit(

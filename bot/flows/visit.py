@@ -358,11 +358,14 @@ async def _edit(
     data: dict[str, Any],
     **_: Any,
 ) -> None:
-    await state.set_state(Visit.edit)
     fields = [s for s in STEPS if s != "village" or len(data.get("choices", [])) > 1]
-    buttons = [kit.button(t, t(f"visit.edit.{s}"), _cb(data, "edit_field", s)) for s in fields]
-    replies.add(
-        message.answer(t("flow.edit_which"), reply_markup=kit.inline(kit.chunks(buttons, 2)))
+    await kit.offer_fields(
+        message,
+        state,
+        t,
+        replies,
+        edit_state=Visit.edit,
+        fields=[(t(f"visit.edit.{s}"), _cb(data, "edit_field", s)) for s in fields],
     )
 
 
@@ -384,11 +387,7 @@ async def _edit_field(
     await _ask(message, value, state, t, replies, settings, today)
 
 
-async def _cancel(
-    *, message: Message, state: FSMContext, t: Translator, replies: Replies, **_: Any
-) -> None:
-    await state.clear()
-    replies.add(message.answer(t("cancel.done"), reply_markup=main_menu(Role.OFFICER, t)))
+_cancel = kit.cancel_draft(Role.OFFICER)
 
 
 async def _submit(
