@@ -3,6 +3,7 @@ migrated once, with every table emptied after each test."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import tempfile
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from storage.db import make_engine, to_async_url
@@ -90,8 +92,24 @@ TABLES = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
 async def sessions(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     """A session factory on the run's database; every table is emptied after the test."""
     yield async_sessionmaker(engine, expire_on_commit=False)
-    async with engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    await empty_tables(engine)
+
+
+async def empty_tables(engine: AsyncEngine, attempts: int = 5) -> None:
+    """TRUNCATE every table. A bot process a test module keeps running may hold a lock on
+    one table while waiting for another that TRUNCATE took first (its delivery worker's
+    claim reads outbox_messages, then outbox_chats); PostgreSQL then aborts one of the two
+    as a deadlock, and when it is this one, it tries again."""
+    for attempt in range(attempts):
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+            return
+        except DBAPIError as exc:
+            deadlock = getattr(exc.orig, "sqlstate", None) == "40P01"
+            if not deadlock or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.1)
 
 
 @pytest.fixture
