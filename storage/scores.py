@@ -35,15 +35,20 @@ from sqlalchemy import (
     DateTime,
     Integer,
     Select,
+    String,
     Subquery,
     and_,
     bindparam,
     case,
     cast,
+    column,
     func,
     literal,
     select,
     union_all,
+)
+from sqlalchemy import (
+    values as values_table,
 )
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -286,6 +291,34 @@ async def month_tallies(
         .group_by(items.c.officer_id, items.c.code)
     )
     return [Tally(officer, code, int(units)) for officer, code, units in rows]
+
+
+def county_ranking(month: date, tz: ZoneInfo, table: Mapping[str, int]) -> Select[Any]:
+    """Every officer on the roster with their station, the month's points and their ranks
+    in the station and the county (competition ranking, as core.scoring.rank), computed in
+    the database: what `standings` gives for the county, as rows for storage.standings to
+    store, without tens of thousands of objects in the process."""
+    home = _home_stations()
+    items = _items(month, tz)
+    worth = values_table(column("code", String), column("points", Integer), name="worth").data(
+        sorted(table.items())
+    )
+    earned = (
+        select(items.c.officer_id, func.sum(items.c.units * worth.c.points).label("points"))
+        .join(worth, worth.c.code == items.c.code)
+        .group_by(items.c.officer_id)
+        .subquery("earned")
+    )
+    points = cast(func.coalesce(earned.c.points, 0), Integer)
+    return select(
+        home.c.officer_id,
+        home.c.station_id,
+        points.label("points"),
+        func.rank().over(partition_by=home.c.station_id, order_by=points.desc()),
+        func.count().over(partition_by=home.c.station_id),
+        func.rank().over(order_by=points.desc()),
+        func.count().over(),
+    ).select_from(home.outerjoin(earned, earned.c.officer_id == home.c.officer_id))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Date, DateTime, delete, func, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.quota import month_bounds
@@ -35,31 +35,34 @@ async def refresh(
     now: datetime,
 ) -> int:
     """Replace `month`'s month of standings with the county's as computed now; returns
-    the number of officers stored. Flushes, never commits: the caller's transaction makes
-    the month's rows appear at once."""
+    the number of officers stored. One INSERT … SELECT (scores.county_ranking): the
+    county's points and ranks never pass through the process. Flushes, never commits: the
+    caller's transaction makes the month's rows appear at once."""
     await session.execute(select(func.pg_advisory_xact_lock(_LOCK)))
-    ranked = await scores.standings(session, month=month, tz=tz, table=table)
     first = month_bounds(month)[0]
     await session.execute(delete(MonthStanding).where(MonthStanding.month == first))
-    if ranked:
-        await session.execute(
-            insert(MonthStanding),
+    ranked = scores.county_ranking(month, tz, table).subquery("ranked")
+    stored = await session.execute(
+        insert(MonthStanding).from_select(
             [
-                {
-                    "month": first,
-                    "officer_id": s.member.officer_id,
-                    "station_id": s.member.station_id,
-                    "points": s.points,
-                    "station_rank": s.station_rank,
-                    "station_size": s.station_size,
-                    "county_rank": s.county_rank,
-                    "county_size": s.county_size,
-                    "refreshed_at": now,
-                }
-                for s in ranked
+                "month",
+                "officer_id",
+                "station_id",
+                "points",
+                "station_rank",
+                "station_size",
+                "county_rank",
+                "county_size",
+                "refreshed_at",
             ],
+            select(
+                literal(first, Date),
+                *ranked.c,
+                literal(now, DateTime(timezone=True)),
+            ),
         )
-    return len(ranked)
+    )
+    return int(stored.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def refreshed_at(session: AsyncSession, *, month: date) -> datetime | None:

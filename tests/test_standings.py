@@ -66,6 +66,22 @@ async def test_refresh_stores_the_county_standings_and_runs_twice_safely(
         assert mine == stored[officer].points
 
 
+async def test_refresh_ranks_ties_as_the_live_standings_do(
+    sessions: async_sessionmaker[AsyncSession], month: Month
+) -> None:
+    # Only village days count: officers with as many days share a rank ("1224").
+    days_only = dict.fromkeys(DEFAULT_POINTS, 0) | {"visit_day": 1}
+    async with sessions() as s, s.begin():
+        await standings.refresh(s, month=NOVEMBER, tz=TZ, table=days_only, now=NOW)
+    async with sessions() as s:
+        live = await scores.standings(s, month=NOVEMBER, tz=TZ, table=days_only)
+        ids = [x.member.officer_id for x in live]
+        stored = await scores.stored_standings(s, month=NOVEMBER, officers=ids)
+    ranks = [(x.points, x.station_rank, x.county_rank) for x in live]
+    assert len({points for points, _, _ in ranks}) < len(ranks)  # there is a tie
+    assert ranks == [(stored[o].points, stored[o].station_rank, stored[o].county_rank) for o in ids]
+
+
 async def test_a_scope_reads_the_county_ranks_of_the_last_refresh(
     sessions: async_sessionmaker[AsyncSession], month: Month
 ) -> None:
