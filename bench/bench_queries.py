@@ -2,7 +2,7 @@
 most: the quota shortfall of every assignment, one officer's /me, a supervisor's digest.
 
     python bench/bench_queries.py [--villages 52033] [--officers N] [--months 12]
-        [--today 2026-11-23] [--runs 5] [--digest-runs 3] [--no-trials]
+        [--today 2026-11-23] [--runs 5] [--digest-runs 3] [--no-county-digest]
 
 The province is generated in a scratch database with set-based SQL (INSERT … SELECT over
 generate_series): 52,033 villages, 20 to a station (2,602 stations); 30,000 officers, three
@@ -35,8 +35,6 @@ time, buffers, JIT, and every scan: table, index, rows read and kept.
 3. the weekly digest of the county-wide supervisor and of a one-station supervisor:
    scheduler.digests' data (_gather, and each query in it), text, chart and workbook.
 
-Trials follow: candidate indexes and query shapes, timed in the same database, then removed.
-
 Uses DATABASE_URL's server (a scratch database, dropped at the end), else an embedded one.
 """
 
@@ -54,7 +52,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
-from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -62,13 +59,12 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 from common import plain_url, scratch_database
-from sqlalchemy import Integer, and_, case, cast, event, func, select, text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.i18n import Translator
 from bot.progress import months_progress, previous_month
 from bot.settings import Settings
-from core.activities import PROBLEM_SOLVING, Activity
 from core.nudges import quota_nudge
 from core.quota import month_bounds, profile
 from core.requests import (
@@ -85,7 +81,6 @@ from storage import attention, hazards, scores, standings, villages, visits
 from storage.absences import absences_in_scope
 from storage.db import make_engine
 from storage.migrate import upgrade
-from storage.models import Absence, VisitActivity, VisitReport
 from storage.pace import assignment_pace
 from storage.requests import OPEN_VALUES
 
@@ -916,209 +911,6 @@ async def bench_digest(
     return total
 
 
-# --------------------------------------------------------------------------- trials
-
-
-async def progress_restricted(
-    session: AsyncSession,
-    *,
-    officer_id: int,
-    first: date,
-    last: date,
-    problem_codes: Sequence[str],
-    patrol_code: str,
-) -> dict[int, visits.VillageProgress]:
-    """storage.visits.progress with one change: the activities are summed for the officer's
-    reports of the period only (the subquery joins visit_reports and takes the same WHERE),
-    instead of for every report ever filed, which PostgreSQL cannot push the join into."""
-    in_period = and_(
-        VisitReport.officer_id == officer_id,
-        VisitReport.visit_date >= first,
-        VisitReport.visit_date <= last,
-    )
-    activity_totals = (
-        select(
-            VisitActivity.report_id,
-            func.sum(case((VisitActivity.code == patrol_code, VisitActivity.count), else_=0)).label(
-                "patrols"
-            ),
-            func.sum(
-                case((VisitActivity.code.in_(problem_codes), VisitActivity.count), else_=0)
-            ).label("problems"),
-        )
-        .join(VisitReport, VisitReport.id == VisitActivity.report_id)  # the change
-        .where(in_period)  # the change
-        .group_by(VisitActivity.report_id)
-        .subquery()
-    )
-    rows = await session.execute(
-        select(
-            VisitReport.village_id,
-            func.count(func.distinct(VisitReport.visit_date)),
-            func.coalesce(func.sum(VisitReport.households), 0),
-            cast(func.coalesce(func.sum(activity_totals.c.patrols), 0), Integer),
-            cast(func.coalesce(func.sum(activity_totals.c.problems), 0), Integer),
-        )
-        .outerjoin(activity_totals, activity_totals.c.report_id == VisitReport.id)
-        .where(in_period)
-        .group_by(VisitReport.village_id)
-    )
-    totals = {r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows}
-    absent = dict(
-        (
-            await session.execute(
-                select(Absence.village_id, func.count())
-                .where(Absence.officer_id == officer_id, Absence.day >= first, Absence.day <= last)
-                .group_by(Absence.village_id)
-            )
-        ).all()
-    )
-    return {
-        village_id: visits.VillageProgress(
-            village_id, *totals.get(village_id, (0, 0, 0, 0)), int(absent.get(village_id, 0))
-        )
-        for village_id in totals.keys() | absent.keys()
-    }
-
-
-async def trial_progress(bench: Bench, today: date, officer_id: int) -> None:
-    """/me's per-officer progress, as it is and with the activities restricted."""
-    print(f"4a. trial: month_progress's activity subquery restricted (officer {officer_id})")
-    for label, day in (("this month", today), ("last month", previous_month(today))):
-        first, last = month_bounds(day)
-        kwargs: dict[str, Any] = {
-            "officer_id": officer_id,
-            "first": first,
-            "last": last,
-            "problem_codes": [a.value for a in PROBLEM_SOLVING],
-            "patrol_code": Activity.PATROL.value,
-        }
-        async with bench.sessions() as session:
-            same = await visits.progress(session, **kwargs) == await progress_restricted(
-                session, **kwargs
-            )
-        await bench.time(f"visits.progress, {label}", partial(visits.progress, **kwargs))
-        await bench.time(
-            f"restricted, {label} (same result: {'yes' if same else 'NO'})",
-            partial(progress_restricted, **kwargs),
-        )
-    first, last = month_bounds(today)
-    await bench.plans(
-        "restricted",
-        lambda s: progress_restricted(
-            s,
-            officer_id=officer_id,
-            first=first,
-            last=last,
-            problem_codes=[a.value for a in PROBLEM_SOLVING],
-            patrol_code=Activity.PATROL.value,
-        ),
-    )
-
-
-async def trial_stored_standings(
-    bench: Bench, conn: asyncpg.Connection, settings: Settings, today: date, officer_id: int
-) -> None:
-    """/me's score and ranks read from a table of the month's points and ranks per officer
-    (what a job, or a materialised view, would refresh every few minutes) instead of
-    computing every officer's points at each /me; then all of /me with that table and the
-    restricted progress query (trial 4a)."""
-    print("4b. trial: score and ranks from a stored table of the month's standings")
-    started = time.perf_counter()
-    async with bench.sessions() as session:
-        ranked = await scores.standings(session, month=today, tz=settings.tz, table=settings.points)
-    computed = time.perf_counter() - started
-    await conn.execute(
-        """CREATE TABLE bench_trial_standings (
-               officer_id int PRIMARY KEY, points int NOT NULL,
-               station_rank int NOT NULL, station_size int NOT NULL,
-               county_rank int NOT NULL, county_size int NOT NULL)"""
-    )
-    await conn.copy_records_to_table(
-        "bench_trial_standings",
-        records=[
-            (
-                s.member.officer_id,
-                s.points,
-                s.station_rank,
-                s.station_size,
-                s.county_rank,
-                s.county_size,
-            )
-            for s in ranked
-        ],
-    )
-    await conn.execute("ANALYZE bench_trial_standings")
-    print(f"  refresh: the standings as now ({ms(computed)}), then {len(ranked):,} rows written")
-    mine = next(s for s in ranked if s.member.officer_id == officer_id)
-    want = (mine.points, mine.station_rank, mine.station_size, mine.county_rank, mine.county_size)
-
-    async def lookup(session: AsyncSession) -> tuple[int, ...]:
-        row = (
-            await session.execute(
-                text(
-                    "SELECT points, station_rank, station_size, county_rank, county_size"
-                    " FROM bench_trial_standings WHERE officer_id = :officer"
-                ),
-                {"officer": officer_id},
-            )
-        ).one()
-        return tuple(row)
-
-    async with bench.sessions() as session:
-        same = await lookup(session) == want
-    await bench.time(f"lookup (same as standings: {'yes' if same else 'NO'})", lookup)
-    await bench.plans("lookup", lookup)
-
-    async def me(session: AsyncSession) -> None:
-        """What /me reads, with both changes: its villages, this and last month's progress
-        (restricted) with the quota overrides, open hazards, the stored standing."""
-        ids = [v.id for v in await villages.officer_villages(session, officer_id)]
-        for day in (today, previous_month(today)):
-            first, last = month_bounds(day)
-            await progress_restricted(
-                session,
-                officer_id=officer_id,
-                first=first,
-                last=last,
-                problem_codes=[a.value for a in PROBLEM_SOLVING],
-                patrol_code=Activity.PATROL.value,
-            )
-            await visits.quota_overrides(session, ids)
-        await hazards.count_open(session, officer_id=officer_id)
-        await lookup(session)
-
-    print("4c. trial: all of /me with both changes (9 queries in one session)")
-    await bench.time("all of /me, goal < 5 ms", me)
-    await conn.execute("DROP TABLE bench_trial_standings")
-
-
-async def trial_indexes(
-    bench: Bench,
-    conn: asyncpg.Connection,
-    label: str,
-    ddl: Sequence[str],
-    steps: Sequence[tuple[str, Step]],
-) -> None:
-    """`steps` timed with candidate indexes in place; the indexes are dropped afterwards."""
-    print(f"4d. trial: {label}")
-    names = []
-    for statement in ddl:
-        started = time.perf_counter()
-        await conn.execute(statement)
-        names.append(statement.split()[2])
-        print(f"  {statement} ({ms(time.perf_counter() - started)} to build)")
-    await conn.execute("ANALYZE")
-    try:
-        for step_label, step in steps:
-            await bench.time(step_label, step)
-        for step_label, step in steps:
-            await bench.plans(step_label, step)
-    finally:
-        for name in names:
-            await conn.execute(f"DROP INDEX {name}")
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -1141,17 +933,6 @@ def load() -> str:
     return f"load average {one:.1f} (1 min), {five:.1f} (5 min)"
 
 
-# The candidate indexes for the quota shortfall (trial 4c): the month's visit reports found
-# by date and read from the index alone, and the activities the quota counts, by report.
-PACE_INDEXES = (
-    "CREATE INDEX ix_trial_visit_reports_date ON visit_reports (visit_date)"
-    " INCLUDE (officer_id, village_id, households, id)",
-    "CREATE INDEX ix_trial_visit_activities_quota ON visit_activities (report_id)"
-    " INCLUDE (code, count) WHERE code IN"
-    " ('patrol', 'dispute_mediation', 'resident_service', 'hardship_help', 'linkage_matter')",
-)
-
-
 def pace_step(settings: Settings, today: date, scope: Sequence[int] | None = None) -> Step:
     first, last = month_bounds(today)
 
@@ -1168,17 +949,7 @@ def pace_step(settings: Settings, today: date, scope: Sequence[int] | None = Non
     return step
 
 
-def without_jit(step: Step) -> Step:
-    async def wrapped(session: AsyncSession) -> Any:
-        await session.execute(text("SET LOCAL jit = off"))
-        return await step(session)
-
-    return wrapped
-
-
-async def measure(
-    url: str, shape: Shape, runs: int, digest_runs: int, trials: bool, county_digest: bool
-) -> None:
+async def measure(url: str, shape: Shape, runs: int, digest_runs: int, county_digest: bool) -> None:
     settings = Settings(_env_file=None, timezone=shape.timezone)
     engine = make_engine(url, pool_size=2)
     capture = Capture()
@@ -1210,33 +981,6 @@ async def measure(
             f"  the weekly-digest job, one digest after another, for the county-wide and the "
             f"{shape.stations:,} station supervisors: about {job / 3600:.1f} h"
         )
-        if not trials:
-            return
-        print(f"4. trials; {load()}")
-        resident = officers[0][1]
-        await trial_progress(bench, shape.today, resident)
-        await trial_stored_standings(bench, conn, settings, shape.today, resident)
-        await trial_indexes(
-            bench,
-            conn,
-            "indexes for the quota shortfall",
-            PACE_INDEXES,
-            [
-                ("assignment_pace", pace_step(settings, shape.today)),
-                ("assignment_pace, jit off", without_jit(pace_step(settings, shape.today))),
-                (
-                    "scores.standings",
-                    lambda s: scores.standings(
-                        s, month=shape.today, tz=settings.tz, table=settings.points
-                    ),
-                ),
-            ],
-        )
-        print(
-            f"4e. trial: assignment_pace with scope=[{station}] (one station; the visits are "
-            "still summed for the whole province before the scope applies)"
-        )
-        await bench.time("assignment_pace", pace_step(settings, shape.today, [station]))
     finally:
         await conn.close()
         await engine.dispose()
@@ -1264,9 +1008,7 @@ async def main(args: argparse.Namespace) -> None:
             await generate(conn, shape)
         finally:
             await conn.close()
-        await measure(
-            url, shape, args.runs, args.digest_runs, not args.no_trials, not args.no_county_digest
-        )
+        await measure(url, shape, args.runs, args.digest_runs, not args.no_county_digest)
 
 
 if __name__ == "__main__":
@@ -1277,7 +1019,6 @@ if __name__ == "__main__":
     parser.add_argument("--today", type=date.fromisoformat, default=date(2026, 11, 23))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--digest-runs", type=int, default=3)
-    parser.add_argument("--no-trials", action="store_true", help="skip the trials (4a-4e)")
     parser.add_argument(
         "--no-county-digest",
         action="store_true",
