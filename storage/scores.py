@@ -314,10 +314,12 @@ def county_ranking(month: date, tz: ZoneInfo, table: Mapping[str, int]) -> Selec
         home.c.officer_id,
         home.c.station_id,
         points.label("points"),
-        func.rank().over(partition_by=home.c.station_id, order_by=points.desc()),
-        func.count().over(partition_by=home.c.station_id),
-        func.rank().over(order_by=points.desc()),
-        func.count().over(),
+        func.rank()
+        .over(partition_by=home.c.station_id, order_by=points.desc())
+        .label("station_rank"),
+        func.count().over(partition_by=home.c.station_id).label("station_size"),
+        func.rank().over(order_by=points.desc()).label("county_rank"),
+        func.count().over().label("county_size"),
     ).select_from(home.outerjoin(earned, earned.c.officer_id == home.c.officer_id))
 
 
@@ -397,11 +399,17 @@ async def _county_ranks(
     else (an officer joined since, or no refresh yet) computed for the whole county."""
     if not members:
         return {}
-    stored = await stored_standings(session, month=month, officers=[m.officer_id for m in members])
-    if all(m.officer_id in stored for m in members):
+    officers = [m.officer_id for m in members]
+    stored = await stored_standings(session, month=month, officers=officers)
+    if all(o in stored for o in officers):
         return {o: (s.county_rank, s.county_size) for o, s in stored.items()}
-    everyone = await standings(session, month=month, tz=tz, table=table)
-    return {s.member.officer_id: (s.county_rank, s.county_size) for s in everyone}
+    ranked = county_ranking(month, tz, table).subquery("ranked")
+    rows = await session.execute(
+        select(ranked.c.officer_id, ranked.c.county_rank, ranked.c.county_size).where(
+            among(ranked.c.officer_id, officers)
+        )
+    )
+    return {officer: (int(place), int(size)) for officer, place, size in rows}
 
 
 @dataclass(frozen=True)
