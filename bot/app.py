@@ -61,10 +61,10 @@ def build_dispatcher(
     dp = Dispatcher(
         storage=storage, disable_fsm=True, settings=settings, clock=clock, albums=AlbumAcks()
     )
-    dp.update.outer_middleware(
-        UpdateTransaction(sessions, storage, default_locale=settings.default_locale)
-    )
+    transaction = UpdateTransaction(sessions, dp.fsm, default_locale=settings.default_locale)
+    dp.update.outer_middleware(transaction)
     dp.update.outer_middleware(dp.fsm)
+    dp.shutdown.register(transaction.sent.flush)
     dp.update.outer_middleware(UserContext(settings.default_locale))
     dp.message.filter(F.chat.type == ChatType.PRIVATE)
     dp.include_routers(*get_routers())

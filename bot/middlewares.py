@@ -12,6 +12,7 @@ from aiogram import BaseMiddleware, Bot
 from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.dispatcher.middlewares.user_context import EVENT_CONTEXT_KEY, EventContext
 from aiogram.exceptions import TelegramAPIError
+from aiogram.fsm.middleware import FSMContextMiddleware
 from aiogram.methods import SendMessage
 from aiogram.types import TelegramObject, Update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.i18n import Translator, pick_locale
 from bot.replies import Replies
 from core.roles import Role
-from storage.db import is_transient
+from storage.db import driver_connection, is_transient
 from storage.fsm import PostgresStorage
 from storage.updates import (
     claim_update,
@@ -28,10 +29,13 @@ from storage.updates import (
     record_failure,
     take_unsent_answers,
 )
-from storage.users import TelegramProfile, touch_user
+from storage.users import TelegramProfile, attach_user, keep_current, touch_user
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 log = logging.getLogger(__name__)
+
+# The sender's users row as UpdateTransaction read it (None: not there), for UserContext.
+SENDER_ROW = "villagebeat_sender_row"
 
 # Seconds after which the kept answers to an applied update are taken to be unsent by their
 # process (it died), when the update is delivered again; a live process sends its answers
@@ -60,6 +64,47 @@ class KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+class SentAnswers:
+    """Marks answers as sent (`storage.updates.clear_answers`) a moment after they went out,
+    many updates per statement, off the updates' own path.
+
+    Until then a redelivery of such an update would take its answers to be unsent, but only
+    after ANSWER_GRACE, and Telegram redelivers only an update whose HTTP answer it did not
+    get, while the answers go out before it. A clear that fails leaves answers behind that only
+    such a redelivery reads; the housekeeping forgets them with the update ids.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, delay: float) -> None:
+        self._sessions = sessions
+        self._delay = delay
+        self._pending: list[int] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, update_id: int) -> None:
+        self._pending.append(update_id)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._soon())
+
+    async def _soon(self) -> None:
+        try:
+            await asyncio.sleep(self._delay)
+        finally:
+            self._task = None
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Clear whatever is pending now (also at shutdown)."""
+        while self._pending:
+            done, self._pending = self._pending, []
+            try:
+                async with self._sessions() as session:
+                    # A single statement: autocommit spares the BEGIN and COMMIT round trips.
+                    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+                    await clear_answers(await driver_connection(session), done)
+            except Exception:
+                log.exception("could not mark the answers to %d updates as sent", len(done))
+
+
 class UpdateTransaction(BaseMiddleware):
     """Apply an update at most once, in one transaction with the conversation state.
 
@@ -73,15 +118,19 @@ class UpdateTransaction(BaseMiddleware):
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        storage: PostgresStorage,
+        fsm: FSMContextMiddleware,
         *,
         default_locale: str,
         give_up_after: int = 3,
         answer_grace: float = ANSWER_GRACE,
+        clear_delay: float = 0.05,
     ) -> None:
         self._sessions = sessions
         self._answer_grace = answer_grace
-        self._storage = storage
+        self._fsm = fsm
+        assert isinstance(fsm.storage, PostgresStorage)
+        self._storage = fsm.storage
+        self.sent = SentAnswers(sessions, delay=clear_delay)
         self._default_locale = default_locale
         self._give_up_after = give_up_after
         self._locks = KeyedLocks()
@@ -104,7 +153,7 @@ class UpdateTransaction(BaseMiddleware):
                 replies = await self._unsent(event.update_id)
             await replies.send(bot)
             if fresh and replies:
-                await self._sent(event.update_id)
+                self.sent.add(event.update_id)
         return result
 
     async def _apply(
@@ -120,30 +169,27 @@ class UpdateTransaction(BaseMiddleware):
         A redelivered update that was applied before is not applied again (see `_unsent`).
         """
         async with self._sessions() as session, session.begin():
-            if not await claim_update(session, event.update_id, serial_key=serial_key):
+            db = await driver_connection(session)
+            if not await claim_update(db, event.update_id, serial_key=serial_key):
                 return UNHANDLED, Replies(), False
             replies = Replies()
             data["session"] = session
             data["replies"] = replies
-            with self._storage.bind(session):
+            with self._storage.bind(db):
+                sender = data.get("event_from_user")
+                if sender is not None and not sender.is_bot:
+                    # The sender's account and conversation in one round trip, after the
+                    # claim's lock so that both are as the sender's previous update left them.
+                    context = self._fsm.resolve_event_context(data["bot"], data)
+                    key = None if context is None else context.key
+                    data[SENDER_ROW] = await self._storage.read_with_user(key, sender.id)
                 result = await handler(event, data)
                 answers = (event.update_id, replies.to_json()) if replies else None
                 # Usually stored by the conversation's write, in the same round trip.
                 kept = await self._storage.flush(answers=answers)
             if answers is not None and not kept:
-                await keep_answers(session, *answers)
+                await keep_answers(db, *answers)
         return result, replies, True
-
-    async def _sent(self, update_id: int) -> None:
-        try:
-            async with self._sessions() as session:
-                # A single statement: autocommit spares the BEGIN and COMMIT round trips.
-                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-                await clear_answers(session, update_id)
-        except Exception:
-            # Telegram still gets its 200: the answers are sent, and a leftover is only
-            # read by a redelivery, which this update will not have.
-            log.exception("could not mark the answers to update %s as sent", update_id)
 
     async def _unsent(self, update_id: int) -> Replies:
         """The answers to a redelivered, applied update that nobody sent: its process died
@@ -204,7 +250,13 @@ class UserContext(BaseMiddleware):
             username=sender.username,
             language_code=sender.language_code,
         )
-        user = await touch_user(data["session"], profile)
+        session = data["session"]
+        if SENDER_ROW in data:
+            row = data.pop(SENDER_ROW)
+            found = None if row is None else attach_user(session, row)
+            user = await keep_current(session, found, profile)
+        else:
+            user = await touch_user(session, profile)
         data["user"] = user
         data["role"] = Role(user.role)
         data["t"] = Translator(pick_locale(user.locale, user.language_code, self._default_locale))

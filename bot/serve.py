@@ -135,10 +135,13 @@ async def _receive_updates(running: Running) -> None:
     await set_default_commands(bot, settings.default_locale)
     dp = build_dispatcher(settings, db.sessions)
     log.info("running as @%s", running.me.username)
-    if settings.webhook_url:
-        await run_webhook(bot, dp, settings, db.engine, running.stop)
-    else:
-        await run_polling(bot, dp, running.stop)
+    try:
+        if settings.webhook_url:
+            await run_webhook(bot, dp, settings, db.engine, running.stop)
+        else:
+            await run_polling(bot, dp, running.stop)
+    finally:
+        await dp.emit_shutdown(bot=bot)  # marks the last answers as sent
 
 
 async def _until_stopped(running: Running) -> None:

@@ -7,18 +7,20 @@ update's other effects commit. Outside one, each call uses its own short transac
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 from aiogram.fsm.state import State
 from aiogram.fsm.storage.base import BaseStorage, StateType, StorageKey
-from sqlalchemy import Text, bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from storage.db import driver_connection
+from storage.models import User
 from storage.updates import KEEP_SQL
 
 
@@ -31,7 +33,7 @@ class _Entry:
 
 @dataclass
 class _UnitOfWork:
-    session: AsyncSession
+    db: asyncpg.Connection
     entries: dict[str, _Entry] = field(default_factory=dict)
     keys: dict[str, StorageKey] = field(default_factory=dict)
 
@@ -55,15 +57,30 @@ class PostgresStorage(BaseStorage):
         self._sessions = sessions
 
     @contextmanager
-    def bind(self, session: AsyncSession) -> Iterator[None]:
-        token = _current.set(_UnitOfWork(session))
+    def bind(self, db: asyncpg.Connection) -> Iterator[None]:
+        """Read and write conversations on `db` (the driver connection of the update's
+        transaction, see storage.db.driver_connection) until the block ends."""
+        token = _current.set(_UnitOfWork(db))
         try:
             yield
         finally:
             _current.reset(token)
 
+    async def read_with_user(self, key: StorageKey | None, user_id: int) -> asyncpg.Record | None:
+        """The users row of `user_id` (None when there is none), read in the same round trip
+        as the conversation under `key`, which the bound unit of work then holds."""
+        unit = _current.get()
+        assert unit is not None, "read_with_user() outside bind()"
+        if key is None:
+            return await unit.db.fetchrow(_READ_USER, user_id)
+        name = storage_key(key)
+        row = await unit.db.fetchrow(_READ_BOTH, name, user_id)
+        unit.entries[name] = _loaded(row["fsm_state"], row["fsm_data"])
+        unit.keys[name] = key
+        return row if row["id"] is not None else None
+
     async def flush(self, *, answers: tuple[int, list[dict[str, Any]]] | None = None) -> bool:
-        """Write the buffered changes of the bound unit of work into its session.
+        """Write the buffered changes of the bound unit of work.
 
         `answers` (update id, answers) may ride along in the statement that writes the
         conversation, as `storage.updates.keep_answers` would store them: one round trip fewer
@@ -75,7 +92,7 @@ class PostgresStorage(BaseStorage):
         for name in dirty:
             entry = unit.entries[name]
             keep = answers if name == dirty[-1] else None
-            await _write(unit.session, name, unit.keys[name], entry, keep=keep)
+            await _write(unit.db, name, unit.keys[name], entry, keep=keep)
             entry.dirty = False
         return answers is not None and bool(dirty)
 
@@ -85,12 +102,12 @@ class PostgresStorage(BaseStorage):
         if unit is not None and name in unit.entries:
             return unit.entries[name], unit
         if unit is not None:
-            entry = await _read(unit.session, name)
+            entry = await _read(unit.db, name)
             unit.entries[name] = entry
             unit.keys[name] = key
             return entry, unit
-        async with self._sessions() as session:
-            return await _read(session, name), None
+        async with self._sessions() as session, session.begin():
+            return await _read(await driver_connection(session), name), None
 
     async def _update(self, key: StorageKey, **changes: Any) -> None:
         entry, unit = await self._entry(key)
@@ -99,7 +116,7 @@ class PostgresStorage(BaseStorage):
         entry.dirty = True
         if unit is None:
             async with self._sessions() as session, session.begin():
-                await _write(session, storage_key(key), key, entry)
+                await _write(await driver_connection(session), storage_key(key), key, entry)
 
     async def set_state(self, key: StorageKey, state: StateType = None) -> None:
         await self._update(key, state=_state_name(state))
@@ -121,35 +138,41 @@ class PostgresStorage(BaseStorage):
         return None
 
 
-# Prebuilt text statements: every update reads its conversation and most write it, and
-# building and compiling the ORM equivalents each time cost more CPU than the round trips.
-_READ = text("SELECT state, data FROM conversation_states WHERE key = :key").columns(
-    state=Text, data=JSONB
+# Every update reads its conversation and most write it: statements run through the driver
+# (see storage.db.driver_connection), which costs less CPU than SQLAlchemy's layers.
+_READ = "SELECT state, data FROM conversation_states WHERE key = $1"
+_USER_COLUMNS = ", ".join(f"u.{column.name}" for column in User.__table__.columns)
+_READ_USER = f"SELECT {_USER_COLUMNS} FROM users AS u WHERE u.id = $1"
+_READ_BOTH = (
+    f"SELECT c.state AS fsm_state, c.data AS fsm_data, {_USER_COLUMNS} "
+    "FROM (SELECT) AS one "
+    "LEFT JOIN conversation_states AS c ON c.key = $1 "
+    "LEFT JOIN users AS u ON u.id = $2"
 )
-_DELETE_SQL = "DELETE FROM conversation_states WHERE key = :key"
-_UPSERT_SQL = (
+_DELETE = "DELETE FROM conversation_states WHERE key = $1"
+_UPSERT = (
     "INSERT INTO conversation_states (key, user_id, chat_id, state, data) "
-    "VALUES (:key, :user_id, :chat_id, :state, :data) "
+    "VALUES ($1, $2, $3, $4, $5) "
     "ON CONFLICT (key) DO UPDATE "
     "SET state = excluded.state, data = excluded.data, updated_at = now()"
 )
-_DATA = bindparam("data", type_=JSONB)
-_ANSWERS = bindparam("answers", type_=JSONB)
-_DELETE = text(_DELETE_SQL)
-_UPSERT = text(_UPSERT_SQL).bindparams(_DATA)
 # The same, with the update's answers stored in the same statement (a data-modifying WITH
-# runs exactly once whether or not it is read).
-_DELETE_KEEP = text(f"WITH state AS ({_DELETE_SQL}) {KEEP_SQL}").bindparams(_ANSWERS)
-_UPSERT_KEEP = text(f"WITH state AS ({_UPSERT_SQL}) {KEEP_SQL}").bindparams(_DATA, _ANSWERS)
+# runs exactly once whether or not it is read); the update id and answers come last.
+_DELETE_KEEP = f"WITH state AS ({_DELETE}) {KEEP_SQL.format(update_id='$2', answers='$3')}"
+_UPSERT_KEEP = f"WITH state AS ({_UPSERT}) {KEEP_SQL.format(update_id='$6', answers='$7')}"
 
 
-async def _read(session: AsyncSession, name: str) -> _Entry:
-    row = (await session.execute(_READ, {"key": name})).first()
-    return _Entry(state=None, data={}) if row is None else _Entry(row.state, dict(row.data))
+def _loaded(state: str | None, data: dict[str, Any] | None) -> _Entry:
+    return _Entry(state=state, data=dict(data) if data else {})
+
+
+async def _read(db: asyncpg.Connection, name: str) -> _Entry:
+    row = await db.fetchrow(_READ, name)
+    return _Entry(state=None, data={}) if row is None else _loaded(row["state"], row["data"])
 
 
 async def _write(
-    session: AsyncSession,
+    db: asyncpg.Connection,
     name: str,
     key: StorageKey,
     entry: _Entry,
@@ -157,16 +180,14 @@ async def _write(
     keep: tuple[int, list[dict[str, Any]]] | None = None,
 ) -> None:
     """Write (or delete) one conversation; and store `keep`'s answers alongside, if given."""
-    extra = {} if keep is None else {"update_id": keep[0], "answers": keep[1]}
     if entry.state is None and not entry.data:
-        delete = _DELETE if keep is None else _DELETE_KEEP
-        await session.execute(delete, {"key": name, **extra})
+        if keep is None:
+            await db.execute(_DELETE, name)
+        else:
+            await db.execute(_DELETE_KEEP, name, keep[0], json.dumps(keep[1]))
         return
-    params = {
-        "key": name,
-        "user_id": key.user_id,
-        "chat_id": key.chat_id,
-        "state": entry.state,
-        "data": entry.data,
-    }
-    await session.execute(_UPSERT if keep is None else _UPSERT_KEEP, {**params, **extra})
+    values = (name, key.user_id, key.chat_id, entry.state, json.dumps(entry.data))
+    if keep is None:
+        await db.execute(_UPSERT, *values)
+    else:
+        await db.execute(_UPSERT_KEEP, *values, keep[0], json.dumps(keep[1]))

@@ -2,68 +2,72 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, text
-from sqlalchemy.dialects.postgresql import JSONB, insert
+import asyncpg
+from sqlalchemy import delete, func, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import FailedUpdate, ProcessedUpdate
 
+# The statements every update runs go through the driver (see storage.db.driver_connection).
 # One round trip: serialise on the sender (so one user's updates apply in order across
 # processes), then record the update id; nothing comes back when it was applied before.
-_CLAIM_LOCKED = text(
-    "WITH serial AS (SELECT pg_advisory_xact_lock(:key)) "
-    "INSERT INTO processed_updates (update_id) SELECT :update_id FROM serial "
+_CLAIM_LOCKED = (
+    "WITH serial AS (SELECT pg_advisory_xact_lock($2)) "
+    "INSERT INTO processed_updates (update_id) SELECT $1 FROM serial "
     "ON CONFLICT DO NOTHING RETURNING update_id"
 )
-_CLAIM = text(
-    "INSERT INTO processed_updates (update_id) VALUES (:update_id) "
+_CLAIM = (
+    "INSERT INTO processed_updates (update_id) VALUES ($1) "
     "ON CONFLICT DO NOTHING RETURNING update_id"
 )
 
 
-async def claim_update(session: AsyncSession, update_id: int, *, serial_key: int | None) -> bool:
+async def claim_update(db: asyncpg.Connection, update_id: int, *, serial_key: int | None) -> bool:
     """True when this transaction is the first to apply `update_id`.
 
     A concurrent transaction holding the same id makes this wait for its outcome, so a
     redelivery racing the original is still applied once.
     """
     if serial_key is None:
-        result = await session.execute(_CLAIM, {"update_id": update_id})
+        claimed = await db.fetchval(_CLAIM, update_id)
     else:
-        result = await session.execute(_CLAIM_LOCKED, {"update_id": update_id, "key": serial_key})
-    return result.first() is not None
+        claimed = await db.fetchval(_CLAIM_LOCKED, update_id, serial_key)
+    return claimed is not None
 
 
-# Prebuilt text: these run for nearly every update, and an ORM UPDATE costs far more CPU to
-# build and compile (cache key included) than the round trip itself.
-KEEP_SQL = (  # also run together with the conversation's write, see storage.fsm
-    "UPDATE processed_updates SET answers = :answers, processed_at = clock_timestamp() "
-    "WHERE update_id = :update_id"
+# Also run together with the conversation's write (see storage.fsm), hence the parameters'
+# numbers left open.
+KEEP_SQL = (
+    "UPDATE processed_updates SET answers = {answers}, processed_at = clock_timestamp() "
+    "WHERE update_id = {update_id}"
 )
-_KEEP = text(KEEP_SQL).bindparams(bindparam("answers", type_=JSONB))
-_CLEAR = text(
+_KEEP = KEEP_SQL.format(update_id="$1", answers="$2")
+_CLEAR = (
     "UPDATE processed_updates SET answers = NULL "  # SQL NULL, not JSON null
-    "WHERE update_id = :update_id AND answers IS NOT NULL"
+    "WHERE update_id = ANY($1::bigint[]) AND answers IS NOT NULL"
 )
 
 
 async def keep_answers(
-    session: AsyncSession, update_id: int, answers: list[dict[str, Any]]
+    db: asyncpg.Connection, update_id: int, answers: list[dict[str, Any]]
 ) -> None:
     """Store the answers to an update being applied, in its transaction. The process that
     applies it clears them once sent (`clear_answers`); answers left behind by a process that
     died are sent by the update's redelivery (`take_unsent_answers`). `processed_at` is set
     to the moment they were kept, for the grace period."""
-    await session.execute(_KEEP, {"update_id": update_id, "answers": answers})
+    await db.execute(_KEEP, update_id, json.dumps(answers))
 
 
-async def clear_answers(session: AsyncSession, update_id: int) -> None:
-    """The answers to `update_id` were sent."""
-    await session.execute(_CLEAR, {"update_id": update_id})
+async def clear_answers(db: asyncpg.Connection, update_ids: Sequence[int]) -> None:
+    """The answers to `update_ids` were sent."""
+    await db.execute(_CLEAR, list(update_ids))
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from core.roles import Role
 from storage.models import User, VillagerMembership
@@ -23,7 +26,24 @@ class TelegramProfile:
 
 async def touch_user(session: AsyncSession, profile: TelegramProfile) -> User:
     """The user row for a Telegram account, created on first contact and kept current."""
-    user = await session.get(User, profile.id)
+    return await keep_current(session, await session.get(User, profile.id), profile)
+
+
+def attach_user(session: AsyncSession, row: Mapping[str, Any]) -> User:
+    """A users row read without the ORM (see storage.fsm.PostgresStorage.read_with_user) as
+    the session's persistent User, as if the session had loaded it: no query."""
+    user = User(**{name: row[name] for name in _COLUMNS})
+    make_transient_to_detached(user)
+    session.add(user)
+    return user
+
+
+_COLUMNS = [column.key for column in User.__mapper__.column_attrs]
+
+
+async def keep_current(session: AsyncSession, user: User | None, profile: TelegramProfile) -> User:
+    """`user`, the account's row as just read, created on first contact (None) and brought
+    up to date with the profile Telegram sent; written only when something changed."""
     if user is None:
         user = User(id=profile.id, role=Role.STRANGER.value)
         session.add(user)
@@ -35,7 +55,8 @@ async def touch_user(session: AsyncSession, profile: TelegramProfile) -> User:
             setattr(user, attr, value)
     if user.blocked_at is not None:
         user.blocked_at = None  # writing to the bot means they unblocked it
-    await session.flush()
+    if user in session.new or session.is_modified(user):
+        await session.flush()
     return user
 
 

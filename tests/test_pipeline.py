@@ -17,7 +17,7 @@ from bot.callbacks import JoinVillageCb
 from bot.handlers import common
 from bot.i18n import Translator
 from core.tokens import village_payload
-from storage.db import is_transient
+from storage.db import driver_connection, is_transient
 from storage.models import FailedUpdate, ProcessedUpdate, User, VillagerMembership
 from storage.updates import claim_update, prune_processed
 from tests.e2e import wait_for_lock_waiter
@@ -127,7 +127,7 @@ async def test_blocking_and_unblocking_is_remembered(
 async def test_old_update_ids_are_pruned(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with sessions() as s, s.begin():
         for update_id in (1, 2, 3):
-            await claim_update(s, update_id, serial_key=None)
+            await claim_update(await driver_connection(s), update_id, serial_key=None)
         await s.execute(
             text(
                 "UPDATE processed_updates SET processed_at = now() - interval '5 days'"

@@ -25,8 +25,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.replies import Replies
+from storage.db import driver_connection
 from storage.fsm import PostgresStorage
-from storage.models import ConversationState
+from storage.models import ConversationState, User
 from storage.updates import (
     Unsent,
     claim_update,
@@ -40,18 +41,18 @@ KEY = StorageKey(bot_id=1, chat_id=42, user_id=42)
 
 async def test_update_is_claimed_once(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with sessions() as s, s.begin():
-        assert await claim_update(s, 10, serial_key=42) is True
+        assert await claim_update(await driver_connection(s), 10, serial_key=42) is True
     async with sessions() as s, s.begin():
-        assert await claim_update(s, 10, serial_key=42) is False
-        assert await claim_update(s, 11, serial_key=None) is True
+        assert await claim_update(await driver_connection(s), 10, serial_key=42) is False
+        assert await claim_update(await driver_connection(s), 11, serial_key=None) is True
 
 
 async def test_rolled_back_claim_can_be_retried(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with sessions() as s, s.begin():
-        assert await claim_update(s, 20, serial_key=42)
+        assert await claim_update(await driver_connection(s), 20, serial_key=42)
         await s.rollback()
     async with sessions() as s, s.begin():
-        assert await claim_update(s, 20, serial_key=42) is True
+        assert await claim_update(await driver_connection(s), 20, serial_key=42) is True
 
 
 async def test_concurrent_redelivery_waits_for_the_original(
@@ -61,14 +62,14 @@ async def test_concurrent_redelivery_waits_for_the_original(
 
     async def original() -> None:
         async with sessions() as s, s.begin():
-            assert await claim_update(s, 30, serial_key=7)
+            assert await claim_update(await driver_connection(s), 30, serial_key=7)
             await asyncio.sleep(0.3)
             order.append("original committed")
 
     async def redelivery() -> None:
         await asyncio.sleep(0.05)
         async with sessions() as s, s.begin():
-            claimed = await claim_update(s, 30, serial_key=7)
+            claimed = await claim_update(await driver_connection(s), 30, serial_key=7)
             order.append(f"redelivery claimed={claimed}")
 
     await asyncio.gather(original(), redelivery())
@@ -94,7 +95,7 @@ async def test_bound_writes_commit_with_the_transaction(
 ) -> None:
     storage = PostgresStorage(sessions)
     async with sessions() as s, s.begin():
-        with storage.bind(s):
+        with storage.bind(await driver_connection(s)):
             await storage.set_state(KEY, "Flow:one")
             await storage.set_data(KEY, {"a": 1})
             assert await storage.get_state(KEY) == "Flow:one"
@@ -103,7 +104,7 @@ async def test_bound_writes_commit_with_the_transaction(
     assert await storage.get_state(KEY) is None  # rolled back with everything else
 
     async with sessions() as s, s.begin():
-        with storage.bind(s):
+        with storage.bind(await driver_connection(s)):
             await storage.set_state(KEY, "Flow:two")
             await storage.update_data(KEY, {"b": 2})
             await storage.flush()
@@ -111,10 +112,38 @@ async def test_bound_writes_commit_with_the_transaction(
     assert await storage.get_data(KEY) == {"b": 2}
 
 
+async def test_the_conversation_is_read_with_the_senders_account(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    storage = PostgresStorage(sessions)
+    await storage.set_state(KEY, "Flow:one")
+    await storage.set_data(KEY, {"a": 1})
+    async with sessions() as s, s.begin():
+        s.add(User(id=42, role="stranger", first_name="王", locale="zh"))
+    other = StorageKey(bot_id=1, chat_id=43, user_id=43)
+    async with sessions() as s, s.begin():
+        with storage.bind(await driver_connection(s)):
+            row = await storage.read_with_user(KEY, 42)
+            assert row is not None
+            assert (row["id"], row["first_name"], row["locale"]) == (42, "王", "zh")
+            assert await storage.read_with_user(other, 43) is None  # no account yet
+            assert await storage.read_with_user(None, 42) is not None  # no conversation key
+            # The conversations came with the accounts: no further reads, and a change to
+            # one is written by flush like any other.
+            await s.execute(text("DELETE FROM conversation_states"))
+            assert await storage.get_state(KEY) == "Flow:one"
+            assert await storage.get_data(KEY) == {"a": 1}
+            assert await storage.get_state(other) is None
+            await storage.set_state(other, "Flow:two")
+            await storage.flush()
+    assert await storage.get_state(KEY) is None
+    assert await storage.get_state(other) == "Flow:two"
+
+
 async def test_get_data_returns_a_copy(sessions: async_sessionmaker[AsyncSession]) -> None:
     storage = PostgresStorage(sessions)
     async with sessions() as s, s.begin():
-        with storage.bind(s):
+        with storage.bind(await driver_connection(s)):
             await storage.set_data(KEY, {"items": 1})
             data = await storage.get_data(KEY)
             data["items"] = 99
@@ -127,8 +156,8 @@ ANSWERS = [{"method": "sendMessage", "params": {"chat_id": 42, "text": "好"}}]
 
 async def _keep(sessions: async_sessionmaker[AsyncSession], update_id: int, age: float) -> None:
     async with sessions() as s, s.begin():
-        assert await claim_update(s, update_id, serial_key=42)
-        await keep_answers(s, update_id, ANSWERS)
+        assert await claim_update(await driver_connection(s), update_id, serial_key=42)
+        await keep_answers(await driver_connection(s), update_id, ANSWERS)
         await s.execute(
             text(
                 "UPDATE processed_updates SET processed_at = processed_at - :age * interval '1s'"
@@ -144,14 +173,15 @@ async def test_unsent_answers_are_taken_once_after_the_grace_period(
     await _keep(sessions, 40, age=30)
     await _keep(sessions, 41, age=1)
     async with sessions() as s, s.begin():
-        assert await claim_update(s, 42, serial_key=42)  # applied without answers
+        # applied without answers
+        assert await claim_update(await driver_connection(s), 42, serial_key=42)
     async with sessions() as s, s.begin():
         assert await take_unsent_answers(s, 42, grace=10) == Unsent(None, pending=False)
         assert await take_unsent_answers(s, 41, grace=10) == Unsent(None, pending=True)
         assert await take_unsent_answers(s, 40, grace=10) == Unsent(ANSWERS, pending=False)
     async with sessions() as s, s.begin():
         assert await take_unsent_answers(s, 40, grace=10) == Unsent(None, pending=False)
-        await clear_answers(s, 41)  # its process sent them
+        await clear_answers(await driver_connection(s), [41, 99])  # its process sent them
         assert await take_unsent_answers(s, 41, grace=0) == Unsent(None, pending=False)
 
 
