@@ -86,14 +86,14 @@ class SentAnswers:
             self._task = asyncio.get_running_loop().create_task(self._soon())
 
     async def _soon(self) -> None:
-        try:
-            await asyncio.sleep(self._delay)
-        finally:
-            self._task = None
-            await self.flush()
+        await asyncio.sleep(self._delay)
+        await self.flush()
 
     async def flush(self) -> None:
-        """Clear whatever is pending now (also at shutdown)."""
+        """Clear whatever is pending now (also at shutdown, which stops the timer)."""
+        timer, self._task = self._task, None
+        if timer is not None and timer is not asyncio.current_task():
+            timer.cancel()
         while self._pending:
             done, self._pending = self._pending, []
             try:

@@ -16,10 +16,11 @@ from bot.app import build_dispatcher
 from bot.callbacks import JoinVillageCb
 from bot.handlers import common
 from bot.i18n import Translator
+from bot.middlewares import SentAnswers
 from core.tokens import village_payload
 from storage.db import driver_connection, is_transient
 from storage.models import FailedUpdate, ProcessedUpdate, User, VillagerMembership
-from storage.updates import claim_update, prune_processed
+from storage.updates import claim_update, keep_answers, prune_processed
 from tests.e2e import wait_for_lock_waiter
 from tests.factories import seed_directory
 from tests.harness import Chat, make_settings
@@ -163,3 +164,41 @@ class _Orig(Exception):
 )
 def test_transient_failures_are_told_apart(exc: BaseException, transient: bool) -> None:
     assert is_transient(exc) is transient
+
+
+async def test_answers_are_marked_sent_together_and_at_shutdown(
+    sessions: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with sessions() as s, s.begin():
+        db = await driver_connection(s)
+        for update_id in (1, 2, 3, 4):
+            await claim_update(db, update_id, serial_key=None)
+            await keep_answers(db, update_id, [{"method": "sendMessage", "params": {}}])
+
+    async def kept() -> list[int]:
+        async with sessions() as s:
+            rows = await s.scalars(
+                select(ProcessedUpdate.update_id)
+                .where(ProcessedUpdate.answers.is_not(None))
+                .order_by(ProcessedUpdate.update_id)
+            )
+            return list(rows)
+
+    soon = SentAnswers(sessions, delay=0.05)
+    soon.add(1)
+    soon.add(2)
+    assert await kept() == [1, 2, 3, 4]  # not on the update's path
+    await asyncio.sleep(0.3)
+    assert await kept() == [3, 4]
+
+    later = SentAnswers(sessions, delay=3600)
+    later.add(3)
+    await later.flush()  # as the dispatcher's shutdown does: no waiting for the timer
+    assert await kept() == [4]
+    await later.flush()  # nothing pending: nothing to do
+
+    broken = SentAnswers(async_sessionmaker(), delay=0)  # bound to no database
+    broken.add(4)
+    await broken.flush()  # logged, not raised: the answers are out either way
+    assert "could not mark the answers to 1 updates as sent" in caplog.text
+    assert await kept() == [4]
