@@ -35,6 +35,7 @@ import signal
 import statistics
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,7 @@ class Pass:
     elapsed: float
     latencies: list[float]
     cpu: dict[str, float]  # seconds of CPU per process kind during the pass
-    api_calls: int
+    api_calls: Counter[str]  # Bot API calls by method
 
     @property
     def rate(self) -> float:
@@ -94,7 +95,8 @@ class Pass:
             f"{self.label}: {self.updates} updates in {self.elapsed:.2f} s = "
             f"{self.rate:.0f} updates/s; p50 {percentile(self.latencies, 0.5) * 1000:.1f} ms, "
             f"p99 {percentile(self.latencies, 0.99) * 1000:.1f} ms; "
-            f"{self.api_calls / self.updates:.2f} Bot API calls/update; "
+            f"{self.api_calls.total() / self.updates:.2f} Bot API calls/update "
+            f"({', '.join(f'{m} {n / self.updates:.2f}' for m, n in self.api_calls.items())}); "
             f"CPU ms/update: {per_update}"
         )
 
@@ -208,7 +210,7 @@ async def measure(
     # PostgreSQL's backends for the bot's database, to see where the CPU goes; a backend
     # opened during the pass counts from zero.
     pg_before = {pid: cpu_seconds(pid) for pid in await database_pids(dsn)} if dsn else {}
-    calls_before = sum(stub.calls.values())
+    calls_before = stub.calls.copy()
     bot_before, own_before = cpu_seconds(child.pid), time.process_time()
     started = time.perf_counter()
     try:
@@ -221,7 +223,7 @@ async def measure(
         pg_after = {pid: cpu_seconds(pid) for pid in await database_pids(dsn)}
         cpu["postgres"] = sum(s - pg_before.get(pid, 0.0) for pid, s in pg_after.items())
     cpu["load+stub"] = time.process_time() - own_before
-    calls = sum(stub.calls.values()) - calls_before
+    calls = stub.calls - calls_before
     return Pass(label, sent, elapsed, hook.latencies, cpu, calls)
 
 

@@ -425,10 +425,6 @@ class BotInstance:
     def running(self) -> bool:
         return self.child.proc.returncode is None
 
-    def webhook_requests(self) -> int:
-        """POSTs to the webhook, from aiohttp's access log lines."""
-        return self.log().count(f'"POST {WEBHOOK_PATH} ')
-
     def lock_backend(self) -> int | None:
         """The server pid of the scheduler lock's connection, from the last 'leader' line."""
         found = re.findall(r"scheduler leader now \(lock held by backend (\d+)\)", self.log())
@@ -906,12 +902,14 @@ async def round_one(run: Run, leader: BotInstance, args: argparse.Namespace) -> 
     elapsed = await run_round(run, 1)
     report.figure(f"round 1: {run.calls.answered} answers in {elapsed:.1f} s")
     waiting = await outbox_settled(run.sessions, 60)
-    served = {b.name: b.webhook_requests() for b in run.bots}
+    # The bots keep no access log (bot.runner); nginx's names the process that answered.
+    upstreams = count_upstreams(run.proxy.access_lines(), run.names)
+    served = {b.name: upstreams[f"{b.name} 200"] for b in run.bots}
     report.check(
         all(served.values()),
         "both processes served webhook requests",
-        ", ".join(f"{n}: {c}" for n, c in served.items())
-        + f" (nginx: {dict(count_upstreams(run.proxy.access_lines(), run.names))})",
+        ", ".join(f"{n}: {c} answered 200" for n, c in served.items())
+        + f" (nginx: {dict(upstreams)})",
     )
     await run.check_conversations(1)
     run.check_chat_totals(await run.check_outbox())
