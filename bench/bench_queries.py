@@ -63,7 +63,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.i18n import Translator
-from bot.progress import months_progress, previous_month
+from bot.progress import previous_month
 from bot.settings import Settings
 from core.nudges import quota_nudge
 from core.quota import month_bounds, profile
@@ -77,7 +77,7 @@ from core.requests import (
     timeline_of,
 )
 from scheduler import digests
-from storage import attention, hazards, scores, standings, villages, visits
+from storage import attention, overview, scores, standings, villages, visits
 from storage.absences import absences_in_scope
 from storage.db import make_engine
 from storage.migrate import upgrade
@@ -520,7 +520,8 @@ async def table_sizes(conn: asyncpg.Connection) -> None:
 
 @dataclass
 class Capture:
-    """The SQL statements sent through the engine while `on`."""
+    """The SQL statements sent through the engine while `on`, and those sent to a
+    session's driver connection directly (`driver`)."""
 
     on: bool = False
     statements: list[tuple[str, Any]] = field(default_factory=list)
@@ -531,6 +532,11 @@ class Capture:
                 self.statements.append((statement, params))
 
         event.listen(engine.sync_engine, "before_cursor_execute", before)
+
+    def driver(self, record: asyncpg.connection.LoggedQuery) -> None:
+        """A query logger for asyncpg (called soon after each query, not within it)."""
+        if self.on:
+            self.statements.append((record.query, record.args))
 
 
 async def explain(session: AsyncSession, statement: str, params: Any) -> dict[str, Any]:
@@ -632,9 +638,14 @@ class Bench:
         """Run `step` once recording its SQL, then EXPLAIN (ANALYZE, BUFFERS) each statement."""
         self.capture.statements.clear()
         async with self.sessions() as session:
+            connection = await session.connection()
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert driver is not None
             self.capture.on = True
             try:
-                await step(session)
+                with driver.query_logger(self.capture.driver):
+                    await step(session)
+                    await asyncio.sleep(0)  # the logger's calls
             finally:
                 self.capture.on = False
             # Queries only: a SET or the like has no plan.
@@ -775,23 +786,14 @@ async def pick_officers(conn: asyncpg.Connection, shape: Shape) -> list[tuple[st
 
 
 async def bench_me(bench: Bench, settings: Settings, today: date, officer_id: int) -> None:
-    async def listed(session: AsyncSession) -> Any:
-        return await villages.officer_villages(session, officer_id)
-
-    async with bench.sessions() as session:
-        ids = [v.id for v in await listed(session)]
-
-    async def progress(session: AsyncSession) -> Any:
-        return await months_progress(
+    async def mine(session: AsyncSession) -> Any:
+        return await overview.officer_overview(
             session,
             officer_id=officer_id,
-            village_ids=ids,
-            days=(today, previous_month(today)),
-            county_profile=settings.quota_profile,
+            today=today,
+            previous=previous_month(today),
+            county=profile(settings.quota_profile),
         )
-
-    async def open_hazards(session: AsyncSession) -> Any:
-        return await hazards.count_open(session, officer_id=officer_id)
 
     async def score(session: AsyncSession) -> Any:
         return await scores.officer_score(
@@ -799,9 +801,7 @@ async def bench_me(bench: Bench, settings: Settings, today: date, officer_id: in
         )
 
     steps: list[tuple[str, Step]] = [
-        ("villages.officer_villages", listed),
-        ("months_progress, this month and last", progress),
-        ("hazards.count_open", open_hazards),
+        ("overview.officer_overview (villages, this month and last, open hazards)", mine),
         ("scores.officer_score (live points, stored ranks)", score),
     ]
 

@@ -140,7 +140,7 @@ async def open_hazards(
 
 @cache
 def _count_open_statement() -> Select[int]:
-    """count_open's statement, built once for /me (officer_id bound at execution)."""
+    """count_open's statement, built once (officer_id bound at execution)."""
     return (
         select(func.count())
         .select_from(Hazard)

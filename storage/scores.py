@@ -45,6 +45,7 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    true,
     union_all,
 )
 from sqlalchemy import (
@@ -462,32 +463,36 @@ class OfficerScore:
 
 
 @cache
-def _officer_tallies_statement() -> Select[Any]:
-    """month_tallies of one officer, built once: the union of _items costs milliseconds to
-    build and to compute the cache key of at every /me. Bound at execution: officer_id,
-    first and last (the month's days), start and end (its instants)."""
+def _officer_score_statement() -> Select[Any]:
+    """officer_score's statement, built once: the union of _items costs milliseconds to build
+    and to compute the cache key of at every /me. Bound at execution: officer_id, first and
+    last (the month's days), start and end (its instants). A row per code of the officer's
+    items, summed (a Tally), each with the stored standing's columns (None when no refresh
+    saw the officer); a single row with a None code when the month has no item."""
     officer = bindparam("officer_id", type_=Integer)
+    first = bindparam("first", type_=Date)
     instant = DateTime(timezone=True)
     items = _items_between(
-        bindparam("first", type_=Date),
+        first,
         bindparam("last", type_=Date),
         bindparam("start", type_=instant),
         bindparam("end", type_=instant),
         lambda column: column == officer,
     )
-    return (
-        select(items.c.officer_id, items.c.code, cast(func.sum(items.c.units), Integer))
+    tallies = (
+        select(items.c.code, cast(func.sum(items.c.units), Integer).label("units"))
         .where(items.c.officer_id == officer)
-        .group_by(items.c.officer_id, items.c.code)
+        .group_by(items.c.code)
+        .subquery("tallies")
     )
-
-
-@cache
-def _officer_standing_statement() -> Select[int, int, int, int, int, int, datetime]:
-    """stored_standings of one officer, built once for /me (month and officer_id bound)."""
-    return select(*_STORED_COLUMNS).where(
-        MonthStanding.month == bindparam("month", type_=Date),
-        MonthStanding.officer_id == bindparam("officer_id", type_=Integer),
+    stored = (
+        select(*_STORED_COLUMNS)
+        .where(MonthStanding.month == first, MonthStanding.officer_id == officer)
+        .subquery("stored")
+    )
+    one = select(literal(1).label("one")).subquery("one")
+    return select(tallies.c.code, tallies.c.units, *stored.c).select_from(
+        one.outerjoin(stored, true()).outerjoin(tallies, true())
     )
 
 
@@ -495,22 +500,21 @@ async def officer_score(
     session: AsyncSession, *, officer_id: int, month: date, tz: ZoneInfo, table: Mapping[str, int]
 ) -> OfficerScore:
     """The officer's points this month, exact (their own items only, through the indexes on
-    the officer: the same items as month_tallies), and their stored ranks."""
+    the officer: the same items as month_tallies), and their stored ranks: one round trip."""
     first, last, start, end = _instants(month, tz)
-    rows = await session.execute(
-        _officer_tallies_statement(),
-        {"officer_id": officer_id, "first": first, "last": last, "start": start, "end": end},
-    )
-    tallies = [Tally(officer, code, int(units)) for officer, code, units in rows]
-    stored = (
-        await session.execute(
-            _officer_standing_statement(), {"month": first, "officer_id": officer_id}
+    connection = await session.connection()
+    rows = (
+        await connection.execute(
+            _officer_score_statement(),
+            {"officer_id": officer_id, "first": first, "last": last, "start": start, "end": end},
         )
-    ).first()
+    ).all()
+    tallies = [Tally(officer_id, row[0], int(row[1])) for row in rows if row[0] is not None]
+    stored = rows[0][2:]
     return OfficerScore(
         totals(tallies, table).get(officer_id, 0),
         by_source(tallies, table).get(officer_id, dict.fromkeys(Source, 0)),
-        None if stored is None else StoredStanding(*stored),
+        None if stored[0] is None else StoredStanding(*stored),
     )
 
 

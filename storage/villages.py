@@ -108,7 +108,7 @@ async def set_phone(session: AsyncSession, user: User, phone: str) -> None:
 @cache
 def _officer_villages_statement() -> Select[int, str, str, str, str, str, str]:
     """officer_villages's statement, built once (officer_id bound at execution): columns in
-    VillageView's order rather than entities, so /me and the flows load no ORM objects."""
+    VillageView's order rather than entities, so the flows load no ORM objects."""
     return (
         select(
             Village.id,

@@ -253,7 +253,7 @@ def _overrides_statement() -> Select[
     int, int | None, str | None, int | None, int | None, int | None, int | None
 ]:
     """quota_overrides's statement, built once (the village ids bound at execution as one
-    array): columns, not entities, so no ORM objects are loaded for /me."""
+    array): columns, not entities, so no ORM objects are loaded."""
     return (
         select(
             Village.id,

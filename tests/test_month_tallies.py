@@ -1,8 +1,8 @@
 """month_tallies (migration 0012): the triggers keep each (month, officer, village) row equal
 to a recomputation from the visit reports and their activity lines, through inserts, edits
 that move a report, changed and deleted lines, deleted reports and concurrent writers; the
-migration's backfill computes the same; and assignment_pace reads the same from the tallies
-as from the reports."""
+migration's backfill computes the same; assignment_pace reads the same from the tallies as
+from the reports; and /me's overview reads what the per-village reads read."""
 
 from __future__ import annotations
 
@@ -19,10 +19,19 @@ import pytest
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.progress import months_progress, previous_month
 from core.activities import PROBLEM_SOLVING, Activity, patrols, problems_solved
 from core.quota import month_bounds, profile
-from storage import pace, visits
-from storage.models import Absence, MonthTally, Officer, VisitActivity, VisitReport
+from storage import hazards, overview, pace, villages, visits
+from storage.models import (
+    Absence,
+    Hazard,
+    MonthTally,
+    Officer,
+    QuotaOverride,
+    VisitActivity,
+    VisitReport,
+)
 from tests.factories import Directory
 
 MIGRATION = (
@@ -275,3 +284,68 @@ async def test_concurrent_reports_of_one_officer_are_both_counted(
         assert (
             await _stored(s) == await _recomputed(s) == {(date(2026, 11, 1), a, v1): (2, 5, 2, 0)}
         )
+
+
+async def test_the_me_overview_reads_what_the_per_village_reads_read(
+    sessions: async_sessionmaker[AsyncSession], directory: Directory
+) -> None:
+    """storage.overview (/me's one statement) gives each officer's villages, quotas in force,
+    both months' tallies and absences, and open hazards as the separate reads do."""
+    a, b = (o.id for o in directory.officers)
+    v1, v2, _ = (v.id for v in directory.villages)
+    async with sessions() as s, s.begin():
+        await _visit(s, a, v1, date(2026, 11, 3), 4, {"patrol": 2, "dispute_mediation": 1})
+        await _visit(s, a, v2, date(2026, 12, 1), 6, {"linkage_matter": 3})
+        await _visit(s, b, v1, date(2026, 10, 30), 1, {})
+        s.add(
+            Absence(
+                draft_id="ov-a", officer_id=a, village_id=v2, day=date(2026, 11, 12), reason="培训"
+            )
+        )
+        s.add(QuotaOverride(station_id=directory.station.id, visit_days=6))
+        s.add(QuotaOverride(village_id=v2, profile="changde", households=9))
+        for n, status in enumerate(["open", "open", "rectified"]):
+            s.add(
+                Hazard(
+                    draft_id=f"ov-h{n}",
+                    officer_id=a,
+                    village_id=v1,
+                    category="fire",
+                    severity="low",
+                    description="电线老化",
+                    status=status,
+                    reported_by=1,
+                )
+            )
+    async with sessions() as s:
+        for officer in (a, b):
+            for today in (date(2026, 12, 2), date(2026, 11, 15), date(2026, 10, 1)):
+                before = previous_month(today)
+                got = await overview.officer_overview(
+                    s, officer_id=officer, today=today, previous=before, county=profile("xi")
+                )
+                listed = await villages.officer_villages(s, officer)
+                ids = [v.id for v in listed]
+                now, then = await months_progress(
+                    s,
+                    officer_id=officer,
+                    village_ids=ids,
+                    days=(today, before),
+                    county_profile="xi",
+                )
+                assert [(v.village_id, v.name) for v in got.villages] == [
+                    (v.id, v.name) for v in listed
+                ]
+                assert [v.now for v in got.villages] == [now[i] for i in ids], (officer, today)
+                assert [v.before for v in got.villages] == [then[i] for i in ids], (officer, today)
+                assert got.open_hazards == await hazards.count_open(s, officer_id=officer)
+        assert (await hazards.count_open(s, officer_id=a), len(ids)) == (2, 1)  # b: one village
+        mine = await overview.officer_overview(
+            s,
+            officer_id=a,
+            today=date(2026, 12, 2),
+            previous=date(2026, 11, 1),
+            county=profile("xi"),
+        )
+        quotas = {v.village_id: v.now[0] for v in mine.villages}
+        assert quotas[v1].visit_days == 6 and quotas[v2].households == 9  # the overrides count

@@ -14,14 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.filters import HasRole
 from bot.i18n import Translator
 from bot.menus import command_or_button, main_menu
-from bot.progress import days_left_text, months_progress, previous_month, progress_line
+from bot.progress import days_left_text, previous_month, progress_line
 from bot.replies import Replies
 from bot.settings import Settings
 from bot.texts import split_blocks
 from core.clock import Clock
-from core.quota import Progress, Quota, behind_pace, is_met, shortfall
+from core.quota import Progress, Quota, behind_pace, is_met, profile, shortfall
 from core.roles import Role
-from storage import hazards, scores, villages
+from storage import overview, scores
 from storage.models import User
 
 
@@ -102,29 +102,26 @@ async def show_progress(
     clock: Clock,
 ) -> None:
     assert user.officer_id is not None
-    listed = await villages.officer_villages(session, user.officer_id)
-    if not listed:
-        replies.add(message.answer(t("villages.none"), reply_markup=main_menu(Role.OFFICER, t)))
-        return
     today = clock().astimezone(settings.tz).date()
-    ids = [v.id for v in listed]
-    now, before = await months_progress(
+    mine = await overview.officer_overview(
         session,
         officer_id=user.officer_id,
-        village_ids=ids,
-        days=(today, previous_month(today)),
-        county_profile=settings.quota_profile,
+        today=today,
+        previous=previous_month(today),
+        county=profile(settings.quota_profile),
     )
-    open_hazards = await hazards.count_open(session, officer_id=user.officer_id)
+    if not mine.villages:
+        replies.add(message.answer(t("villages.none"), reply_markup=main_menu(Role.OFFICER, t)))
+        return
     blocks = [[t("me.title", date=today.isoformat(), days_left=days_left_text(t, today))]]
     blocks += [
-        village_block(t, v.name, today=today, now=now[v.id], before=before[v.id]) for v in listed
+        village_block(t, v.name, today=today, now=v.now, before=v.before) for v in mine.villages
     ]
     blocks.append(
         [
             *await score_lines(session, t, settings, user.officer_id, today),
-            t("me.absences", count=sum(absent for _, _, absent in now.values())),
-            t("me.hazards", count=open_hazards),
+            t("me.absences", count=sum(v.now[2] for v in mine.villages)),
+            t("me.hazards", count=mine.open_hazards),
         ]
     )
     for text in split_blocks(["\n".join(block) for block in blocks]):
