@@ -1,19 +1,21 @@
 """Every officer assignment at once: its month against the quota in force, and the villages
 due a visit on a village day. Set-based (one query each, whatever the number of officers),
-for the scheduler's jobs; storage.visits.months_progress is the per-officer version behind /me.
+for the scheduler's jobs and the digests; storage.overview is the per-officer version behind /me.
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    ClauseElement,
     ColumnElement,
+    Dialect,
     Integer,
     Subquery,
     and_,
@@ -22,15 +24,15 @@ from sqlalchemy import (
     exists,
     func,
     select,
-    text,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from core.activities import PROBLEM_SOLVING, Activity
 from core.quota import Progress, Quota, QuotaOverride, month_bounds, resolve_quota
 from core.roles import Role
 from storage.attention import Scope, among, in_scope
+from storage.db import driver_connection
 from storage.models import (
     Absence,
     Assignment,
@@ -41,7 +43,6 @@ from storage.models import (
     VisitActivity,
     VisitReport,
 )
-from storage.models import QuotaOverride as QuotaOverrideRow
 
 _PROBLEM_CODES = [a.value for a in PROBLEM_SOLVING]
 _QUOTA_CODES = [Activity.PATROL.value, *_PROBLEM_CODES]
@@ -63,12 +64,9 @@ class AssignmentPace(NamedTuple):
     absences: int  # village days reported missed from first to last
 
 
-# An override's columns as read: (profile, visit_days, households, patrols, problems_solved),
-# all None when there is none.
-OverrideColumns = tuple[str | None, int | None, int | None, int | None, int | None]
-
-
-def _override(columns: OverrideColumns) -> QuotaOverride | None:
+def override_of(columns: Sequence[Any]) -> QuotaOverride | None:
+    """The override of an override's columns as read (profile, visit_days, households,
+    patrols, problems_solved); None when they are all None (no override)."""
     profile, *counters = columns
     if profile is None and all(c is None for c in counters):
         return None
@@ -76,30 +74,42 @@ def _override(columns: OverrideColumns) -> QuotaOverride | None:
 
 
 class _Quotas:
-    """The quota in force for each pair of overrides (station's, village's: their ids or
-    None), resolved once: a province has a few thousand overrides for its tens of thousands
-    of assignments, and a handful of distinct quotas."""
+    """The quota in force in each village, from every override (a province has about a
+    thousand for its tens of thousands of assignments): each distinct pair of overrides
+    (the station's, the village's) resolved once, and the county's quota where neither."""
 
-    def __init__(self, county: Quota, overrides: dict[int, OverrideColumns]) -> None:
+    def __init__(self, county: Quota, overrides: Iterable[Sequence[Any]]) -> None:
         self.county = county
-        self.overrides = overrides
+        self.station: dict[int, int] = {}  # station id -> its override's id
+        self.village: dict[int, int] = {}
+        self.columns: dict[int, Sequence[Any]] = {}  # override id -> its columns
+        for override_id, station_id, village_id, *columns in overrides:
+            if station_id is not None:
+                self.station[station_id] = override_id
+            if village_id is not None:
+                self.village[village_id] = override_id
+            self.columns[override_id] = columns
         self.known: dict[tuple[int | None, int | None], Quota] = {}
 
     def __call__(self, station: int | None, village: int | None) -> Quota:
+        """The quota of the overrides with these ids (None: no override at that level)."""
         key = (station, village)
         quota = self.known.get(key)
         if quota is None:
             quota = resolve_quota(
                 self.county,
-                None if station is None else _override(self.overrides[station]),
-                None if village is None else _override(self.overrides[village]),
+                None if station is None else override_of(self.columns[station]),
+                None if village is None else override_of(self.columns[village]),
             )
             self.known[key] = quota
         return quota
 
 
-def _override_columns(row: type[QuotaOverrideRow]) -> list[Any]:
-    return [row.profile, row.visit_days, row.households, row.patrols, row.problems_solved]
+# Every override, read before the assignments: its id, scope and columns (see override_of).
+_OVERRIDES = (
+    "SELECT id, station_id, village_id, profile, visit_days, households, patrols, "
+    "problems_solved FROM quota_overrides"
+)
 
 
 def _month_visits(first: date, last: date, where: Sequence[ColumnElement[bool]]) -> Subquery:
@@ -186,7 +196,7 @@ async def assignment_pace(
     One query: the visits (a whole month's from `month_tallies`, another period's aggregated
     from the reports and their activities) and the absences per officer and village, joined
     to the assignments; a scope or officers narrow them too, so that a station's pace reads
-    only its station's rows."""
+    only its station's rows. The overrides, a small table, are read whole before it."""
     narrow: list[ColumnElement[bool]] = []
     absent_narrow: list[ColumnElement[bool]] = []
     if officers is not None:
@@ -207,7 +217,6 @@ async def assignment_pace(
         .group_by(Absence.officer_id, Absence.village_id)
         .subquery()
     )
-    station_quota, village_quota = aliased(QuotaOverrideRow), aliased(QuotaOverrideRow)
 
     def same(table: Subquery) -> ColumnElement[bool]:
         return and_(
@@ -217,6 +226,7 @@ async def assignment_pace(
 
     account = and_(User.officer_id == Assignment.officer_id, User.role == Role.OFFICER.value)
     mine = [] if officers is None else [among(Assignment.officer_id, officers)]
+    # AssignmentPace's first seven fields, then the progress's four counters and the absences.
     stmt = (
         select(
             Assignment.officer_id,
@@ -231,60 +241,91 @@ async def assignment_pace(
             cast(func.coalesce(visits.c.patrols, 0), Integer),
             cast(func.coalesce(visits.c.problems, 0), Integer),
             func.coalesce(absent.c.days, 0),
-            station_quota.id,
-            village_quota.id,
         )
         .join(Village, Village.id == Assignment.village_id)
-        .join(Station, Station.id == Village.station_id)
+        .join(Station, Station.id == Village.station_id)  # for the order only
         .join(User, account, isouter=not bound_only)
         .outerjoin(visits, same(visits))
         .outerjoin(absent, same(absent))
-        .outerjoin(station_quota, station_quota.station_id == Village.station_id)
-        .outerjoin(village_quota, village_quota.village_id == Village.id)
         .where(*in_scope(Village.station_id, scope), *mine)
         .order_by(Assignment.officer_id, Station.code, Village.code)
     )
-    # Core rows, not the ORM's; and no cyclic garbage collection while tens of thousands of
-    # rows and paces are built (none of them cyclic): its passes over the growing heap took
-    # longer than building them.
+    db = await driver_connection(session)
+    sql, args = _driver_sql(stmt, (await session.connection()).dialect)
+    # No cyclic garbage collection while tens of thousands of rows and paces are built (none
+    # of them cyclic): its passes over the growing heap took longer than building them, and
+    # still made fetching and building 89,000 rows from the driver three times as long.
     with _no_gc():
-        connection = await session.connection()
         if scope is None and officers is None:
             # The whole county's rows are sorted: in memory, not spilled to disk at the
             # default work_mem (4 MB). For the rest of this transaction only.
-            await connection.execute(text("SET LOCAL work_mem = '64MB'"))
-        rows = (await connection.execute(stmt)).all()
-        used = {i for row in rows for i in (row[12], row[13]) if i is not None}
-        overrides: dict[int, OverrideColumns] = {}
-        if used:
-            read = select(QuotaOverrideRow.id, *_override_columns(QuotaOverrideRow)).where(
-                among(QuotaOverrideRow.id, list(used))
-            )
-            overrides = {row[0]: tuple(row[1:]) for row in await connection.execute(read)}
-        quotas = _Quotas(county, overrides)
-        # A province's assignments share a few thousand distinct month counts.
-        progress: dict[tuple[int, int, int, int], Progress] = {}
-        paces = []
-        for row in rows:
-            counts = (row[7], row[8], row[9], row[10])
-            done = progress.get(counts)
-            if done is None:
-                done = progress[counts] = Progress(*counts)
-            paces.append(
-                AssignmentPace(
-                    row[0],
-                    row[1],
-                    row[2],
-                    row[3],
-                    row[4],
-                    row[5],
-                    row[6],
-                    quotas(row[12], row[13]),
+            await db.execute("SET LOCAL work_mem = '64MB'")
+        quotas = _Quotas(county, await db.fetch(_OVERRIDES))
+        # Through the driver: 89,000 rows through SQLAlchemy's Result and Row objects took
+        # longer than building the paces.
+        return _paces(await db.fetch(sql, *args), quotas)
+
+
+def _paces(rows: Sequence[Any], quotas: _Quotas) -> list[AssignmentPace]:
+    """The rows of assignment_pace's query as paces: the row's values are used as they
+    are, and quotas and progresses shared (a province's assignments have a handful of
+    distinct quotas and a few thousand distinct month counts)."""
+    county = quotas.county
+    station_override, village_override = quotas.station.get, quotas.village.get
+    progress: dict[tuple[int, ...], Progress] = {}
+    paces: list[AssignmentPace] = []
+    append = paces.append
+    # AssignmentPace(...) is a Python function around tuple.__new__ (as its _make is):
+    # calling that directly saves a frame per row, a third of the cost of building one.
+    make = tuple.__new__
+    for (
+        officer_id,
+        village_id,
+        name,
+        station_id,
+        account,
+        locale,
+        language_code,
+        days,
+        households,
+        patrols,
+        problems,
+        absences,
+    ) in rows:
+        counts = (days, households, patrols, problems)
+        done = progress.get(counts)
+        if done is None:
+            done = progress[counts] = Progress(*counts)
+        station, village = station_override(station_id), village_override(village_id)
+        quota = county if station is None and village is None else quotas(station, village)
+        append(
+            make(
+                AssignmentPace,
+                (
+                    officer_id,
+                    village_id,
+                    name,
+                    station_id,
+                    account,
+                    locale,
+                    language_code,
+                    quota,
                     done,
-                    row[11],
-                )
+                    absences,
+                ),
             )
-        return paces
+        )
+    return paces
+
+
+def _driver_sql(stmt: ClauseElement, dialect: Dialect) -> tuple[str, list[Any]]:
+    """The statement as the driver takes it: its SQL (`$1`…, lists in IN expanded) and the
+    values in the order of their numbers. Its values need no conversion (ints, strings,
+    dates and int arrays, as asyncpg takes them)."""
+    compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    assert isinstance(compiled, SQLCompiler)
+    params = compiled.params
+    return compiled.string, [params[name] for name in compiled.positiontup or ()]
 
 
 @contextmanager
