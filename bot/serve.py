@@ -24,6 +24,7 @@ from core.clock import system_clock
 from scheduler.media import MediaDownloader
 from scheduler.outbox import OutboxWorker
 from scheduler.runner import run_scheduler
+from storage import jobruns
 from storage.db import Database, open_database
 from storage.invites import prune_join_failures
 from storage.meta import BOT_USERNAME, set_meta
@@ -33,6 +34,7 @@ from storage.updates import prune_processed
 
 log = logging.getLogger("villagebeat")
 KEEP_UPDATE_IDS = timedelta(days=3)
+KEEP_JOB_RUNS = timedelta(days=90)
 HOUSEKEEPING_INTERVAL = 6 * 3600.0
 
 
@@ -64,7 +66,8 @@ async def _introduce(bot: Bot, stop: asyncio.Event) -> TelegramUser | None:
 
 async def _housekeeping(sessions: async_sessionmaker[AsyncSession], stop: asyncio.Event) -> None:
     """Forget old update ids now and then (Telegram stops redelivering after a day), failed
-    join links older than the guessing window counts, and chats' outbox spacing long over."""
+    join links older than the guessing window counts, chats' outbox spacing long over, and
+    scheduled runs older than 90 days (each job's latest kept)."""
     while not stop.is_set():
         try:
             now = system_clock()
@@ -72,6 +75,7 @@ async def _housekeeping(sessions: async_sessionmaker[AsyncSession], stop: asynci
                 pruned = await prune_processed(session, older_than=now - KEEP_UPDATE_IDS)
                 await prune_join_failures(session, older_than=now - KEEP_UPDATE_IDS)
                 await prune_chat_spacing(session, older_than=now - KEEP_UPDATE_IDS)
+                await jobruns.prune(session, older_than=now - KEEP_JOB_RUNS)
             if pruned:
                 log.info("forgot %d old update ids", pruned)
         except Exception as exc:  # housekeeping must never stop the bot

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from storage.models import JobRun
 
@@ -116,3 +117,17 @@ async def runs_of(session: AsyncSession, *, name: str) -> list[JobRunView]:
     """Every recorded run of one job, oldest slot first."""
     rows = await session.scalars(select(JobRun).where(JobRun.name == name).order_by(JobRun.slot))
     return [_view(row) for row in rows]
+
+
+async def prune(session: AsyncSession, *, older_than: datetime) -> int:
+    """Forget the runs of slots before `older_than`, except each job's latest slot (the
+    catch-up and `jobs list` read it, and a monthly job's may be a month old): the table
+    would otherwise grow by every slot of every job (144 a day for standings-refresh)."""
+    later = aliased(JobRun)
+    result = await session.execute(
+        delete(JobRun).where(
+            JobRun.slot < older_than,
+            exists().where(later.name == JobRun.name, later.slot > JobRun.slot),
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -612,3 +612,23 @@ def test_jobs_commands_have_help(args: list[str]) -> None:
     assert result.returncode == 0
     assert result.stdout.startswith("usage: villagebeat " + " ".join(args))
     assert "AIOGRAM-IMPORTED" not in result.stderr
+
+
+async def test_old_runs_are_pruned_but_each_jobs_latest(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    now = datetime(2026, 12, 2, 8, tzinfo=UTC)
+    slots = {
+        "often": [now - timedelta(days=d) for d in (200, 120, 91, 30, 0)],
+        "monthly": [now - timedelta(days=d) for d in (150, 120)],  # its latest is old too
+    }
+    async with sessions() as s, s.begin():
+        for name, times in slots.items():
+            for slot in times:
+                assert await jobruns.claim(s, name=name, slot=slot, now=slot)
+    async with sessions() as s, s.begin():
+        assert await jobruns.prune(s, older_than=now - timedelta(days=90)) == 4
+    assert [r.slot for r in await rows(sessions, "often")] == slots["often"][3:]
+    assert [r.slot for r in await rows(sessions, "monthly")] == slots["monthly"][1:]
+    async with sessions() as s, s.begin():
+        assert await jobruns.prune(s, older_than=now - timedelta(days=90)) == 0
