@@ -20,16 +20,15 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storage import locks
+
 log = logging.getLogger(__name__)
 
 Connect = Callable[[], Awaitable[Any]]  # gives a new asyncpg connection
 Elected = Callable[[], Awaitable[None]]
 Deposed = Callable[[bool], Awaitable[None]]  # True: a clean stop, False: the lock was lost
 
-# A bigint key far outside the other advisory locks: storage.updates uses Telegram ids
-# (at most 52 bits), storage.migrate and storage.directory their own small constants, and
-# storage.photos the two-int4 key space. Bytes "VBSCHED\0", negated.
-SCHEDULER_LOCK = -0x5642_5343_4845_4400
+SCHEDULER_LOCK = locks.SCHEDULER  # see storage.locks
 APPLICATION_NAME = "villagebeat scheduler"
 # The server drops a silent client after 5 s idle + 3 probes 5 s apart.
 _KEEPALIVES = {

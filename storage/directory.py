@@ -28,10 +28,9 @@ from core.directory import (
 )
 from core.roles import AssignmentKind
 from core.tokens import new_village_token
+from storage import locks
 
-# pg_advisory_xact_lock key ("VBDIMP"): two imports never interleave.
-# Negative and far beyond chat ids: positive keys are Telegram user ids (storage.updates).
-IMPORT_LOCK = -0x5642_4449_4D50_0000
+IMPORT_LOCK = locks.DIRECTORY_IMPORT
 _SHOWN_REASSIGNMENTS = 20
 _ZERO_PADDED = re.compile(r"0+")
 

@@ -7,10 +7,9 @@ from pathlib import Path
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storage import locks
+
 MIGRATIONS = Path(__file__).parent / "migrations"
-# Negative: positive advisory-lock keys are Telegram user ids (see storage.updates).
-# Two processes starting together must not migrate at once.
-MIGRATION_LOCK = -0x7662_6D69_6772
 
 
 def _config(connection: Connection | None = None):  # type: ignore[no-untyped-def]
@@ -31,7 +30,7 @@ def head_revision() -> str | None:
 def _upgrade(connection: Connection) -> None:
     from alembic import command
 
-    connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+    connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.MIGRATIONS})
     command.upgrade(_config(connection), "head")
 
 

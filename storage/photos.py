@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from storage import locks
 from storage.models import Photo
 
 # How long a claimed photo is hidden from other workers while it is being downloaded.
@@ -32,8 +33,6 @@ MAX_RETRY_DELAY = timedelta(hours=1)
 # Advisory lock classes (the two-int4 key space, apart from storage.updates' bigint keys):
 # they serialise the reuse checks on one picture, so that two transactions flagging the
 # same picture at the same time cannot both miss each other.
-_LOCK_SHA256 = 0x5648_0001
-_LOCK_FILE_UNIQUE_ID = 0x5648_0002
 _LOCK = text("SELECT pg_advisory_xact_lock(:cls, :key)")
 
 
@@ -103,7 +102,7 @@ async def mark_downloaded(
     this photo and those are then flagged as reused. False also when the photo is gone
     (its report was deleted meanwhile).
     """
-    await _lock(session, _LOCK_SHA256, sha256)
+    await _lock(session, locks.PHOTO_SHA256, sha256)
     owner = (
         await session.execute(
             update(Photo)
@@ -181,7 +180,7 @@ async def flag_reused_file_ids(session: AsyncSession, *, photo_ids: Sequence[int
     )
     # One order for every transaction, so that taking several locks cannot deadlock.
     for unique_id in sorted(unique_ids):
-        await _lock(session, _LOCK_FILE_UNIQUE_ID, unique_id)
+        await _lock(session, locks.PHOTO_FILE_UNIQUE_ID, unique_id)
     new, old = aliased(Photo), aliased(Photo)
     pairs = (
         await session.execute(

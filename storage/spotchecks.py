@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage import locks
 from storage.models import (
     Officer,
     Photo,
@@ -42,7 +43,6 @@ MAX_ID = 2**31 - 1
 
 # An advisory lock class of its own (the two-int4 key space; see storage.photos), keyed by
 # the supervisor: two draws for one supervisor never run at the same time.
-_LOCK_DRAW = 0x5648_5343
 _LOCK = text("SELECT pg_advisory_xact_lock(:cls, :key)")
 
 
@@ -84,7 +84,7 @@ async def draw(
     """Draw the supervisor's sample for `week`: how many reports were drawn (0 when there
     was nothing to draw), or None when the week had been drawn before. Fewer reports than
     `size` are all taken."""
-    await session.execute(_LOCK, {"cls": _LOCK_DRAW, "key": supervisor_id})
+    await session.execute(_LOCK, {"cls": locks.SPOT_CHECK_DRAW, "key": supervisor_id})
     if await drawn_for(session, supervisor_id=supervisor_id, week=week):
         return None
     if size <= 0:

@@ -18,12 +18,8 @@ from sqlalchemy import Date, DateTime, delete, func, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.quota import month_bounds
-from storage import scores
+from storage import locks, scores
 from storage.models import MonthStanding
-
-# pg_advisory_xact_lock's key for refreshes ("VBSTND").
-# Negative and far beyond chat ids: positive keys are Telegram user ids (storage.updates).
-_LOCK = -0x5642_5354_4E44_0000
 
 
 async def refresh(
@@ -38,7 +34,7 @@ async def refresh(
     the number of officers stored. One INSERT … SELECT (scores.county_ranking): the
     county's points and ranks never pass through the process. Flushes, never commits: the
     caller's transaction makes the month's rows appear at once."""
-    await session.execute(select(func.pg_advisory_xact_lock(_LOCK)))
+    await session.execute(select(func.pg_advisory_xact_lock(locks.STANDINGS_REFRESH)))
     first = month_bounds(month)[0]
     await session.execute(delete(MonthStanding).where(MonthStanding.month == first))
     ranked = scores.county_ranking(month, tz, table).subquery("ranked")

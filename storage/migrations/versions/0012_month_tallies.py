@@ -34,7 +34,7 @@ depends_on: str | Sequence[str] | None = None
 PATROL = "'patrol'"
 PROBLEMS = "'dispute_mediation', 'resident_service', 'hardship_help', 'linkage_matter'"
 QUOTA_CODES = f"{PATROL}, {PROBLEMS}"
-# The two-int4 advisory lock class of the tallies (see storage.photos), keyed by officer.
+# The two-int4 advisory lock class of the tallies (storage.locks.MONTH_TALLY), keyed by officer.
 LOCK_CLASS = 0x5648_5441
 
 # Every tally from the base tables, in one pass (the migration's backfill; bench_queries runs
