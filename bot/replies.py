@@ -15,7 +15,7 @@ from typing import Any
 
 from aiogram import Bot, methods
 from aiogram.client.default import Default
-from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramForbiddenError
 from aiogram.methods import TelegramMethod
 from aiogram.types import InputFile
 from pydantic_core import PydanticSerializationError
@@ -106,4 +106,19 @@ class Replies:
                 return
             except TelegramAPIError as exc:
                 # The change is committed; a failed answer must not make it run again.
-                log.warning("answer %s failed: %s", type(method).__name__, exc)
+                level = logging.DEBUG if _stale_edit(method, exc) else logging.WARNING
+                log.log(level, "answer %s failed: %s", type(method).__name__, exc)
+
+
+# Taking the buttons off (or rewriting) a message the user deleted, or one already as wanted:
+# nothing to tell the operator (cards and lists remember message ids that may be gone).
+_STALE_EDITS = (methods.EditMessageReplyMarkup, methods.EditMessageText)
+_STALE_REASONS = ("message to edit not found", "message is not modified")
+
+
+def _stale_edit(method: TelegramMethod[Any], exc: TelegramAPIError) -> bool:
+    return (
+        isinstance(method, _STALE_EDITS)
+        and isinstance(exc, TelegramBadRequest)
+        and any(reason in exc.message for reason in _STALE_REASONS)
+    )
