@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 from aiogram.types import Update
 from sqlalchemy import func, select, text
@@ -158,6 +159,12 @@ class _Orig(Exception):
         (DBAPIError("SELECT 1", {}, _Orig("40P01")), True),  # deadlock
         (IntegrityError("INSERT", {}, _Orig("23505")), False),  # a bug, not the surroundings
         (ConnectionRefusedError(), True),
+        # Raised by the statements run on the driver's connection (storage.db).
+        (asyncpg.AdminShutdownError("terminating connection"), True),
+        (asyncpg.DeadlockDetectedError("deadlock detected"), True),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed"), True),
+        (asyncpg.UniqueViolationError("duplicate key"), False),
+        (asyncpg.CheckViolationError("violates check constraint"), False),
         (RuntimeError("bug"), False),
         (KeyError("missing"), False),
     ],
