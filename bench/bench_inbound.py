@@ -8,20 +8,23 @@ activities done → skip location → no photos → skip notes → Submit, 9 upd
 has a single village, so the village step is skipped (as it is for most resident officers).
 One officer's updates go one after the other, each after the previous one's HTTP answer, as
 Telegram sends them; `--concurrency` officers at a time (Telegram's default for a webhook is
-40 connections). The bot runs as a child process, `villagebeat run` in webhook mode: the
-aiogram SimpleRequestHandler with the secret token, the real Dispatcher, the PostgreSQL FSM
-storage, deduplication and the report writes, all in a scratch database.
+40 connections). The bot runs as a child process, `villagebeat run` in webhook mode: its
+webhook handler (aiogram's SimpleRequestHandler with the secret token, bot.runner), the real
+Dispatcher, the PostgreSQL FSM storage, deduplication and the report writes, all in a
+scratch database.
 
 The baseline, in the same run: a bare aiogram bot in a child process, with MemoryStorage and
-one message handler that answers the text, behind the same SimpleRequestHandler and path.
-It gets the same number of updates from the same client, all texts (a button press becomes
-its label), and answers each with one sendMessage.
+one message handler that answers the text, behind aiogram's SimpleRequestHandler on the same
+path. It gets the same number of updates from the same client, all texts (a button press
+becomes its label), and answers each with one sendMessage request, as aiogram's own echo
+example does.
 
 Both bots' Bot API calls go to a stub in this process that answers ok at once (common.
 StubBotApi), not to the project's test server: the test server validates and records every
 call, CPU time taken from the same two cores, while Telegram's own cost is not ours to
 measure. The stub keeps each chat's last inline keyboard, so that officers press the
-buttons the bot really sent.
+buttons the bot really sent. A method the bot gives in a webhook's HTTP answer is carried out
+by the stub too, as Telegram would, and counted with the calls.
 
 At the end every report must be stored exactly once, every update recorded once, and no
 update may have failed. Uses DATABASE_URL's server (a scratch database), else an embedded one.
@@ -82,6 +85,7 @@ class Pass:
     latencies: list[float]
     cpu: dict[str, float]  # seconds of CPU per process kind during the pass
     api_calls: Counter[str]  # Bot API calls by method
+    in_answers: int  # of them, given in the webhook's HTTP answers
 
     @property
     def rate(self) -> float:
@@ -96,7 +100,8 @@ class Pass:
             f"{self.rate:.0f} updates/s; p50 {percentile(self.latencies, 0.5) * 1000:.1f} ms, "
             f"p99 {percentile(self.latencies, 0.99) * 1000:.1f} ms; "
             f"{self.api_calls.total() / self.updates:.2f} Bot API calls/update "
-            f"({', '.join(f'{m} {n / self.updates:.2f}' for m, n in self.api_calls.items())}); "
+            f"({', '.join(f'{m} {n / self.updates:.2f}' for m, n in self.api_calls.items())}; "
+            f"{self.in_answers / self.updates:.2f} in HTTP answers); "
             f"CPU ms/update: {per_update}"
         )
 
@@ -195,7 +200,7 @@ async def measure(
     dsn: str | None = None,
 ) -> Pass:
     """All `users` through `conversation`, `concurrency` at a time."""
-    hook = Webhook(url, connections=concurrency)
+    hook = Webhook(url, connections=concurrency, stub=stub)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for user in users:
         queue.put_nowait(user)
@@ -210,7 +215,7 @@ async def measure(
     # PostgreSQL's backends for the bot's database, to see where the CPU goes; a backend
     # opened during the pass counts from zero.
     pg_before = {pid: cpu_seconds(pid) for pid in await database_pids(dsn)} if dsn else {}
-    calls_before = stub.calls.copy()
+    calls_before, answers_before = stub.calls.copy(), stub.in_answers.total()
     bot_before, own_before = cpu_seconds(child.pid), time.process_time()
     started = time.perf_counter()
     try:
@@ -224,7 +229,8 @@ async def measure(
         cpu["postgres"] = sum(s - pg_before.get(pid, 0.0) for pid, s in pg_after.items())
     cpu["load+stub"] = time.process_time() - own_before
     calls = stub.calls - calls_before
-    return Pass(label, sent, elapsed, hook.latencies, cpu, calls)
+    in_answers = stub.in_answers.total() - answers_before
+    return Pass(label, sent, elapsed, hook.latencies, cpu, calls, in_answers)
 
 
 # -- the run --------------------------------------------------------------------------------

@@ -75,7 +75,9 @@ async def main(users: int, steps: int, concurrency: int) -> int:
                 await asyncio.sleep(SETTLE)
                 started = memory_kib(bot.pid)
                 print(f"after start-up:  RSS {mb(started)}", flush=True)
-                hook = Webhook(f"http://127.0.0.1:{port}{WEBHOOK_PATH}", connections=concurrency)
+                hook = Webhook(
+                    f"http://127.0.0.1:{port}{WEBHOOK_PATH}", connections=concurrency, stub=stub
+                )
                 queue: asyncio.Queue[int] = asyncio.Queue()
                 for n in range(users):
                     queue.put_nowait(n)

@@ -156,6 +156,7 @@ class StubBotApi:
     def __init__(self) -> None:
         self.url = ""
         self.calls: Counter[str] = Counter()
+        self.in_answers: Counter[str] = Counter()  # of calls: given in a webhook's HTTP answer
         # chat id -> (message id, {button label: callback data})
         self.buttons: dict[int, tuple[int, dict[str, str]]] = {}
         self._ids = itertools.count(1)
@@ -176,12 +177,19 @@ class StubBotApi:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
-        method = request.match_info["method"].lower()
-        self.calls[method] += 1
         if request.content_type == "application/json":
             params: dict[str, Any] = await request.json()
         else:
             params = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        result = self.run(request.match_info["method"], params)
+        return web.json_response({"ok": True, "result": result})
+
+    def run(self, method: str, params: dict[str, Any], *, in_answer: bool = False) -> Any:
+        """Carry out a call (a request, or `in_answer`, a method in a webhook's HTTP answer):
+        its result."""
+        method = method.lower()
+        self.calls[method] += 1
+        self.in_answers[method] += in_answer
         result: Any = True
         if method == "getme":
             result = BOT_USER
@@ -198,7 +206,7 @@ class StubBotApi:
                 "text": params.get("text", ""),
             }
             self._remember(chat_id, message_id, params.get("reply_markup"))
-        return web.json_response({"ok": True, "result": result})
+        return result
 
     def _remember(self, chat_id: int, message_id: int, markup: Any) -> None:
         if isinstance(markup, str):
@@ -282,10 +290,12 @@ def callback_update(user_id: int, message_id: int, data: str) -> dict[str, Any]:
 
 class Webhook:
     """Posts updates to a bot's webhook as Telegram does (JSON body, secret token header)
-    and times each one until its HTTP answer."""
+    and times each one until its HTTP answer. A method in the HTTP answer is carried out by
+    `stub`, as Telegram would."""
 
-    def __init__(self, url: str, *, connections: int) -> None:
+    def __init__(self, url: str, *, connections: int, stub: StubBotApi) -> None:
         self.url = url
+        self._stub = stub
         self.latencies: list[float] = []
         self._http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=connections),
@@ -300,10 +310,13 @@ class Webhook:
         body = json.dumps(update, ensure_ascii=False).encode()
         started = time.perf_counter()
         async with self._http.post(self.url, data=body) as response:
-            await response.read()
+            answer = await response.read()
             if response.status != 200:
                 raise AssertionError(f"update {update['update_id']}: HTTP {response.status}")
         self.latencies.append(time.perf_counter() - started)
+        params = json.loads(answer) if answer else {}
+        if params.get("method"):
+            self._stub.run(params.pop("method"), params, in_answer=True)
 
     async def close(self) -> None:
         await self._http.close()

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from aiogram import BaseMiddleware, Bot
@@ -41,6 +42,24 @@ SENDER_ROW = "villagebeat_sender_row"
 # process (it died), when the update is delivered again; a live process sends its answers
 # within milliseconds of commit.
 ANSWER_GRACE = 10.0
+
+# Set in the handler data by the webhook (bot.runner.WebhookHandler): an answer may go in the
+# update's HTTP answer.
+WEBHOOK = "villagebeat_webhook"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAnswer:
+    """What an update fed through the webhook returns when one of its answers goes in the
+    HTTP answer (`Replies.take_webhook_answer`): that answer's JSON, and what to call once
+    the HTTP answer is written (the update's answers are then all sent)."""
+
+    answer: dict[str, Any]
+    written: Callable[[], None]
+
+
+def _nothing() -> None:
+    return None
 
 
 class KeyedLocks:
@@ -151,10 +170,22 @@ class UpdateTransaction(BaseMiddleware):
                 return UNHANDLED
             if not fresh:
                 replies = await self._unsent(event.update_id)
+            rider = replies.take_webhook_answer(bot) if data.get(WEBHOOK) else None
             await replies.send(bot)
+            if rider is not None:
+                # Marked as sent only once the HTTP answer is out: if Telegram does not get
+                # it, the update comes again and its kept answers go out with it.
+                written = self._sent_later(event.update_id) if fresh else _nothing
+                return WebhookAnswer(rider, written)
             if fresh and replies:
                 self.sent.add(event.update_id)
         return result
+
+    def _sent_later(self, update_id: int) -> Callable[[], None]:
+        def written() -> None:
+            self.sent.add(update_id)
+
+        return written
 
     async def _apply(
         self,

@@ -79,6 +79,22 @@ class Replies:
     def __len__(self) -> int:
         return len(self._methods)
 
+    def take_webhook_answer(self, bot: Bot) -> dict[str, Any] | None:
+        """Take out the answer that can go in the webhook's HTTP answer, where Telegram runs
+        it on receipt, sparing a request of its own; as that answer's JSON. A button's
+        acknowledgement if there is one (it shows as the end of the button's spinner, in no
+        order with the messages), else the last answer, so that the rest, sent first, keep
+        their order. Not an answer whose result is wanted (`add_then`): Telegram says nothing
+        back about it; nor one that uploads a file."""
+        acks = [i for i, (m, _) in enumerate(self._methods) if isinstance(m, _ACK)]
+        index = acks[0] if acks else len(self._methods) - 1
+        if index < 0 or self._methods[index][1] is not None:
+            return None
+        answer = webhook_answer(bot, self._methods[index][0])
+        if answer is not None:
+            del self._methods[index]
+        return answer
+
     def to_json(self) -> list[dict[str, Any]]:
         stored = (_stored(method) for method, _ in self._methods)
         return [item for item in stored if item is not None]
@@ -108,6 +124,21 @@ class Replies:
                 # The change is committed; a failed answer must not make it run again.
                 level = logging.DEBUG if _stale_edit(method, exc) else logging.WARNING
                 log.log(level, "answer %s failed: %s", type(method).__name__, exc)
+
+
+_ACK = methods.AnswerCallbackQuery
+
+
+def webhook_answer(bot: Bot, method: TelegramMethod[Any]) -> dict[str, Any] | None:
+    """`method` as the JSON of a webhook's HTTP answer, the bot's defaults filled in as
+    aiogram does for a request; None for one that uploads a file (a request of its own)."""
+    files: dict[str, Any] = {}
+    answer: dict[str, Any] = {"method": method.__api_method__}
+    for key, value in method.model_dump(warnings=False).items():
+        prepared = bot.session.prepare_value(value, bot=bot, files=files, _dumps_json=False)
+        if prepared is not None:
+            answer[key] = prepared
+    return None if files else answer
 
 
 # Taking the buttons off (or rewriting) a message the user deleted, or one already as wanted:

@@ -45,6 +45,7 @@ from storage import hazards, invites, spotchecks, visits
 from storage import requests as store
 from storage.models import Assignment, Base, Officer, VisitReport
 from tests.botapi import BotApiServer, Call, SimUser
+from tests.botapi.params import read_webhook_reply
 from tests.botproc import free_port
 from tests.factories import seed_directory
 from tests.harness import Chat, make_settings, running_chat
@@ -833,6 +834,10 @@ async def test_webhook_without_the_secret_gets_401_and_does_nothing(
             headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
             async with http.post(url, json=forged, headers=headers) as response:
                 assert response.status == 200
+                # The button's acknowledgement comes in the HTTP answer: run it, as Telegram.
+                reply = await read_webhook_reply(response)
+            assert reply is not None and reply[0]["method"] == "answerCallbackQuery"
+            await server.run_webhook_reply(*reply)
         assert changed(before, await snapshot(world.sessions)) == EVENT
         assert await _processed(world, forged["update_id"])
         answer = server.callback_answer(forged)

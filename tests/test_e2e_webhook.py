@@ -187,6 +187,37 @@ async def test_answer_only_after_commit_and_failure_is_redelivered(
     assert len(messages_to(server, user, mark)) == 1
 
 
+async def test_an_answer_rides_in_the_http_answer_and_is_not_sent_again(
+    server: BotApiServer, bot: BotProcess, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """/start's last answer (the chat's command menu) goes in the webhook's HTTP answer,
+    where Telegram runs it, after the welcome, sent first; once the HTTP answer is written,
+    the update's answers count as sent, so a redelivery sends nothing."""
+    user = server.user(language_code="en")
+    mark = server.mark()
+    update = await server.send_text(user, "/start")
+    assert await reply_to(server, user, mark) == EN("start.stranger")
+    menu = await server.wait_for_call("setMyCommands", since=mark, timeout=5)
+    assert menu.params["scope"]["chat_id"] == user.id and menu.source == "webhook-reply"
+    welcome = [c for c in server.calls_of("sendMessage") if c.seq >= mark]
+    assert [(c.chat_id, c.source) for c in welcome] == [(user.id, "http")]
+    assert welcome[0].seq < menu.seq
+    update_id = update["update_id"]
+    async with asyncio.timeout(5):
+        while True:
+            async with sessions() as s:
+                kept = await s.scalar(
+                    select(ProcessedUpdate.answers).where(ProcessedUpdate.update_id == update_id)
+                )
+            if kept is None:
+                break
+            await asyncio.sleep(0.05)
+    server.redeliver(update_id)
+    await server.wait_delivered(update_id)
+    await asyncio.sleep(0.3)  # a method in the HTTP answer runs just after delivery
+    assert messages_to(server, user, mark) == [EN("start.stranger")]
+
+
 async def test_healthz_503_without_database(
     bot: BotProcess, port: int, server_url: str, database_url: str
 ) -> None:

@@ -1,5 +1,6 @@
 """Sending the answers after commit: a failed answer is logged and the rest still go out;
-an edit of a message that is gone (or already as wanted) is no warning."""
+an edit of a message that is gone (or already as wanted) is no warning; which answer goes in
+a webhook's HTTP answer."""
 
 from __future__ import annotations
 
@@ -8,8 +9,17 @@ from typing import Any, cast
 
 import pytest
 from aiogram import Bot
+from aiogram.client.default import DefaultBotProperties
 from aiogram.exceptions import TelegramBadRequest
-from aiogram.methods import EditMessageReplyMarkup, EditMessageText, SendMessage, TelegramMethod
+from aiogram.methods import (
+    AnswerCallbackQuery,
+    EditMessageReplyMarkup,
+    EditMessageText,
+    SendDocument,
+    SendMessage,
+    TelegramMethod,
+)
+from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.replies import Replies
 
@@ -63,3 +73,56 @@ async def test_stale_edits_are_quiet_and_other_failures_warn(
         ("WARNING", "answer SendMessage failed"),
         ("WARNING", "answer EditMessageReplyMarkup failed"),  # chat not found: not stale
     ]
+
+
+BOT = Bot("42:TEST", default=DefaultBotProperties(parse_mode="HTML"))
+
+
+def _remembered(result: Any) -> None:
+    return None
+
+
+def test_the_buttons_acknowledgement_rides_in_the_webhook_answer() -> None:
+    """A button's acknowledgement shows in no order with the messages: it goes in the HTTP
+    answer wherever it stands, the rest are sent in their order."""
+    replies = Replies()
+    edit = EditMessageReplyMarkup(chat_id=5, message_id=3)
+    message = SendMessage(chat_id=5, text="下一步")
+    replies.add(edit, AnswerCallbackQuery(callback_query_id="77", text="好"), message)
+    assert replies.take_webhook_answer(BOT) == {
+        "method": "answerCallbackQuery",
+        "callback_query_id": "77",
+        "text": "好",
+    }
+    assert [m for m, _ in replies._methods] == [edit, message]
+
+
+def test_else_the_last_answer_rides_with_the_bots_defaults() -> None:
+    replies = Replies()
+    first = SendMessage(chat_id=5, text="一")
+    markup = InlineKeyboardMarkup(
+        inline_keyboard=[[InlineKeyboardButton(text="是", callback_data="v:yes")]]
+    )
+    replies.add(first, SendMessage(chat_id=5, text="<b>二</b>", reply_markup=markup))
+    assert replies.take_webhook_answer(BOT) == {
+        "method": "sendMessage",
+        "chat_id": 5,
+        "text": "<b>二</b>",
+        "parse_mode": "HTML",  # the bot's default, as aiogram fills it in for a request
+        "reply_markup": {"inline_keyboard": [[{"text": "是", "callback_data": "v:yes"}]]},
+    }
+    assert [m for m, _ in replies._methods] == [first]
+    assert replies.take_webhook_answer(BOT) is not None
+    assert replies.take_webhook_answer(BOT) is None  # nothing left
+    assert len(replies) == 0
+
+
+def test_answers_whose_result_is_wanted_or_that_upload_stay_requests() -> None:
+    wanted = Replies()
+    wanted.add_then(SendMessage(chat_id=5, text="相册"), _remembered)
+    assert wanted.take_webhook_answer(BOT) is None
+    assert len(wanted) == 1
+    upload = Replies()
+    upload.add(SendDocument(chat_id=5, document=BufferedInputFile(b"x", filename="a.xlsx")))
+    assert upload.take_webhook_answer(BOT) is None
+    assert len(upload) == 1

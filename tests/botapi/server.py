@@ -65,7 +65,7 @@ class BotApiServer:
             max_retry_delay=webhook_max_retry_delay,
             parallel=webhook_parallel,
         )
-        self.queue.on_webhook_reply = self._run_webhook_reply
+        self.queue.on_webhook_reply = self.run_webhook_reply
         self.recorder = Recorder()
         self.faults = FaultInjector()
         self.limits = RateLimiter()
@@ -211,7 +211,7 @@ class BotApiServer:
                 RateLimitViolation(method, chat_id, scope, error.retry_after or 0, now)
             )
 
-    async def _run_webhook_reply(
+    async def run_webhook_reply(
         self, payload: dict[str, Any], files: dict[str, UploadedFile]
     ) -> None:
         raw = {key: value for key, value in payload.items() if key != "method"}
