@@ -21,12 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.i18n import Translator, pick_locale
 from bot.replies import Replies
 from core.roles import Role
-from storage.db import driver_connection, is_transient
+from storage.db import begin_with, driver_connection, is_transient
 from storage.fsm import PostgresStorage
 from storage.updates import (
-    claim_update,
+    claim_statements,
+    claimed,
     clear_answers,
-    keep_answers,
+    keep_statement,
     record_failure,
     take_unsent_answers,
 )
@@ -199,27 +200,31 @@ class UpdateTransaction(BaseMiddleware):
 
         A redelivered update that was applied before is not applied again (see `_unsent`).
         """
-        async with self._sessions() as session, session.begin():
-            db = await driver_connection(session)
-            if not await claim_update(db, event.update_id, serial_key=serial_key):
+        claim = claim_statements(event.update_id, serial_key=serial_key)
+        # Not `session.begin()`: the transaction ends with `commit_with`, and when anything
+        # fails before, the session's close rolls it back.
+        async with self._sessions() as session:
+            # Round trips: the BEGIN with the claim, the sender's account and conversation,
+            # the handler's own statements, the conversation's write and answers with COMMIT.
+            began = await begin_with(session, claim)
+            if not claimed(began.status):
                 return UNHANDLED, Replies(), False
             replies = Replies()
             data["session"] = session
             data["replies"] = replies
-            with self._storage.bind(db):
+            with self._storage.bind(began.driver):
                 sender = data.get("event_from_user")
                 if sender is not None and not sender.is_bot:
-                    # The sender's account and conversation in one round trip, after the
-                    # claim's lock so that both are as the sender's previous update left them.
+                    # After the claim's lock, so that both are as the sender's previous
+                    # update left them.
                     context = self._fsm.resolve_event_context(data["bot"], data)
                     key = None if context is None else context.key
                     data[SENDER_ROW] = await self._storage.read_with_user(key, sender.id)
                 result = await handler(event, data)
-                answers = (event.update_id, replies.to_json()) if replies else None
-                # Usually stored by the conversation's write, in the same round trip.
-                kept = await self._storage.flush(answers=answers)
-            if answers is not None and not kept:
-                await keep_answers(db, *answers)
+                writes = self._storage.writes()
+            if replies:
+                writes.append(keep_statement(event.update_id, replies.to_json()))
+            await began.commit_with(session, writes)
         return result, replies, True
 
     async def _unsent(self, update_id: int) -> Replies:

@@ -30,54 +30,45 @@ _METHODS: dict[str, type[TelegramMethod[Any]]] = {
 }
 
 
-# Stands for a value aiogram fills in from the bot's defaults when sending (parse mode, link
-# previews, …): such fields are left out of what is stored, at any depth.
-_DEFAULT = "\x00aiogram-default"
-
-
-def _mark_default(value: Any) -> Any:
-    if isinstance(value, Default):
-        return _DEFAULT
-    raise TypeError(f"cannot store a {type(value).__name__}")
-
-
-def _without_defaults(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_defaults(v) for k, v in value.items() if v != _DEFAULT}
-    if isinstance(value, list):
-        return [_without_defaults(v) for v in value]
-    return value
-
-
 def _stored(method: TelegramMethod[Any]) -> dict[str, Any] | None:
     """The method as JSON; None for one that cannot be stored, such as one that uploads a
     file (answers with uploads, such as a digest's chart, are not kept: on redelivery the
-    user gets the rest)."""
+    user gets the rest). Fields left as they were, among them those aiogram fills in from
+    the bot's defaults when sending (parse mode, link previews, …), are left out."""
     if any(isinstance(value, InputFile) for _, value in method):
         return None
     try:
-        params = method.model_dump(mode="json", exclude_none=True, fallback=_mark_default)
+        params = method.model_dump(mode="json", exclude_defaults=True)
     except (TypeError, ValueError, PydanticSerializationError) as exc:
         log.warning("answer %s not stored: %s", method.__api_method__, exc)
         return None
-    return {"method": method.__api_method__, "params": _without_defaults(params)}
+    return {"method": method.__api_method__, "params": params}
 
 
 class Replies:
-    __slots__ = ("_methods",)
+    __slots__ = ("_methods", "_stored")
 
     def __init__(self) -> None:
         self._methods: list[tuple[TelegramMethod[Any], Callable[[Any], None] | None]] = []
+        # Each method as `to_json` stored it (None: not storable), once it has.
+        self._stored: list[dict[str, Any] | None] | None = None
 
     def add(self, *methods: TelegramMethod[Any]) -> None:
         self._methods.extend((m, None) for m in methods)
+        self._stored = None
 
     def add_then(self, method: TelegramMethod[Any], sent: Callable[[Any], None]) -> None:
         """Add `method`; `sent(result)` runs once Telegram accepted it."""
         self._methods.append((method, sent))
+        self._stored = None
 
     def __len__(self) -> int:
         return len(self._methods)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        if self._stored is None:
+            self._stored = [_stored(method) for method, _ in self._methods]
+        return [item for item in self._stored if item is not None]
 
     def take_webhook_answer(self, bot: Bot) -> dict[str, Any] | None:
         """Take out the answer that can go in the webhook's HTTP answer, where Telegram runs
@@ -85,19 +76,19 @@ class Replies:
         acknowledgement if there is one (it shows as the end of the button's spinner, in no
         order with the messages), else the last answer, so that the rest, sent first, keep
         their order. Not an answer whose result is wanted (`add_then`): Telegram says nothing
-        back about it; nor one that uploads a file."""
+        back about it; nor one that cannot be stored, such as an upload."""
         acks = [i for i, (m, _) in enumerate(self._methods) if isinstance(m, _ACK)]
         index = acks[0] if acks else len(self._methods) - 1
         if index < 0 or self._methods[index][1] is not None:
             return None
-        answer = webhook_answer(bot, self._methods[index][0])
-        if answer is not None:
-            del self._methods[index]
-        return answer
-
-    def to_json(self) -> list[dict[str, Any]]:
-        stored = (_stored(method) for method, _ in self._methods)
-        return [item for item in stored if item is not None]
+        self.to_json()
+        assert self._stored is not None
+        stored = self._stored[index]
+        if stored is None:
+            return None
+        method, _ = self._methods.pop(index)
+        del self._stored[index]
+        return webhook_answer(bot, method, stored)
 
     @classmethod
     def from_json(cls, stored: list[dict[str, Any]]) -> Replies:
@@ -129,16 +120,15 @@ class Replies:
 _ACK = methods.AnswerCallbackQuery
 
 
-def webhook_answer(bot: Bot, method: TelegramMethod[Any]) -> dict[str, Any] | None:
-    """`method` as the JSON of a webhook's HTTP answer, the bot's defaults filled in as
-    aiogram does for a request; None for one that uploads a file (a request of its own)."""
-    files: dict[str, Any] = {}
-    answer: dict[str, Any] = {"method": method.__api_method__}
-    for key, value in method.model_dump(warnings=False).items():
-        prepared = bot.session.prepare_value(value, bot=bot, files=files, _dumps_json=False)
-        if prepared is not None:
-            answer[key] = prepared
-    return None if files else answer
+def webhook_answer(bot: Bot, method: TelegramMethod[Any], stored: dict[str, Any]) -> dict[str, Any]:
+    """`method`, `stored` as `to_json` stores it, as the JSON of a webhook's HTTP answer: the
+    bot's defaults filled in, as aiogram does for a request (those of nested objects are left
+    to Telegram's own; the bot sets none)."""
+    answer = {"method": stored["method"], **stored["params"]}
+    for name, value in method:
+        if isinstance(value, Default) and (default := bot.default[value.name]) is not None:
+            answer[name] = bot.session.prepare_value(default, bot=bot, files={}, _dumps_json=False)
+    return answer
 
 
 # Taking the buttons off (or rewriting) a message the user deleted, or one already as wanted:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+from weakref import WeakKeyDictionary
 
 import asyncpg
+from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -80,6 +83,86 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     return driver
 
 
+# The update's own transaction (bot.middlewares.UpdateTransaction) in as few round trips as
+# PostgreSQL allows: its BEGIN goes out with the first statements, its COMMIT with the last.
+# Statements sent together use PostgreSQL's simple protocol, which takes no parameters: their
+# values are literals (`literal`), as psycopg2 always sends them.
+
+
+class Begun:
+    """A transaction begun by `begin_with`: the driver's connection for more statements in it
+    (see `driver_connection`), and the status of the statements sent with the BEGIN.
+
+    Stands for asyncpg's Transaction in SQLAlchemy's asyncpg adapter (its `_transaction`), so
+    that the session ends it as usual, or `commit_with` does.
+    """
+
+    __slots__ = ("_adapted", "driver", "status")
+
+    def __init__(self, adapted: Any, driver: asyncpg.Connection) -> None:
+        self._adapted = adapted
+        self.driver = driver
+        self.status = ""
+
+    async def commit(self) -> None:
+        _committed(await self.driver.execute("COMMIT"))
+
+    async def rollback(self) -> None:
+        await self.driver.execute("ROLLBACK")
+
+    async def commit_with(self, session: AsyncSession, statements: Sequence[str]) -> None:
+        """Flush the session, then run `statements` (literals only, see above) and COMMIT in
+        one round trip; the session's own commit or close then has nothing left to send."""
+        if session.new or session.dirty or session.deleted:
+            await session.flush()
+        if self._adapted._transaction is not self:
+            raise RuntimeError("this transaction has ended")
+        _committed(await self.driver.execute("; ".join([*statements, "COMMIT"])))
+        self._adapted._transaction = None
+
+
+def _committed(status: str) -> None:
+    # PostgreSQL answers a COMMIT of a transaction that had failed with ROLLBACK.
+    if status != "COMMIT":
+        raise asyncpg.InFailedSQLTransactionError(f"transaction not committed: {status}")
+
+
+async def begin_with(session: AsyncSession, statements: str) -> Begun:
+    """Begin the session's transaction and run `statements` (literals only, see above) in
+    the same round trip. Relies on the asyncpg adapter's `_transaction`, as
+    `driver_connection` does."""
+    connection = await session.connection()
+    fairy = await connection.get_raw_connection()
+    adapted: Any = fairy.dbapi_connection
+    level = adapted.isolation_level
+    if adapted._transaction is not None or level == "autocommit":
+        raise RuntimeError("begin_with() needs a session whose transaction has not begun")
+    # As the adapter would begin it (asyncpg's Transaction.start).
+    begin = "BEGIN" if level is None else f"BEGIN ISOLATION LEVEL {level.replace('_', ' ')}"
+    begin += " READ ONLY" if adapted.readonly else ""
+    begin += " DEFERRABLE" if adapted.deferrable else ""
+    # From here on the session's rollback sends ROLLBACK, whatever happens to the BEGIN.
+    began = adapted._transaction = Begun(adapted, fairy.driver_connection)
+    began.status = await began.driver.execute(f"{begin}; {statements}")
+    return began
+
+
+def literal(value: str | int | None) -> str:
+    """`value` as an SQL literal. A string is dollar-quoted, with a tag chosen so that its
+    first occurrence is the closing one: no character of the string is special."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    tag, n = "$q$", 0
+    while (value + tag).find(tag) != len(value):
+        n += 1
+        tag = f"$q{n}$"
+    return f"{tag}{value}{tag}"
+
+
 @dataclass(frozen=True)
 class Database:
     engine: AsyncEngine
@@ -95,18 +178,41 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_pre_ping=True,
         pool_recycle=1800,
     )
-    # The pre-ping runs at every checkout, twice per update: one round trip instead of three.
+    # The pre-ping runs at every checkout: at most one round trip instead of three.
     setattr(engine.sync_engine.dialect, "do_ping", _ping)  # noqa: B010 (a method, for mypy)
+    event.listen(engine.sync_engine, "checkin", _checked_in)
     return engine
 
 
+# A connection back in the pool less than this many seconds ago is not pinged at checkout,
+# unless the driver saw it close (a server restart closes it, and the event loop notices).
+# Under load every update checks one out: a round trip saved each time. One that died
+# unnoticed in that short while fails its update, which is delivered again.
+PING_AFTER_IDLE = 5.0
+_returned: WeakKeyDictionary[asyncpg.Connection, float] = WeakKeyDictionary()
+
+
+def _checked_in(dbapi_connection: Any, record: Any) -> None:
+    if dbapi_connection is not None:
+        _returned[dbapi_connection._connection] = time.monotonic()
+
+
 def _ping(dbapi_connection: Any) -> bool:
-    """The pool's pre-ping: `;` alone. SQLAlchemy's asyncpg ping wraps it in BEGIN and
-    ROLLBACK (three round trips) for PgBouncer's transaction pooling, which this project
-    cannot use anyway (its advisory locks need session pooling). Errors are translated as
-    SQLAlchemy's own ping does, so a dead connection is recognised and replaced."""
+    """The pool's pre-ping: `;` alone, and none for a connection used a moment ago
+    (`PING_AFTER_IDLE`). SQLAlchemy's asyncpg ping wraps it in BEGIN and ROLLBACK (three
+    round trips) for PgBouncer's transaction pooling, which this project cannot use anyway
+    (its advisory locks need session pooling). Errors are translated as SQLAlchemy's own
+    ping does, so a dead connection is recognised and replaced."""
+    driver: asyncpg.Connection = dbapi_connection._connection
+    returned = _returned.get(driver)
+    if (
+        returned is not None
+        and time.monotonic() - returned < PING_AFTER_IDLE
+        and not driver.is_closed()
+    ):
+        return True
     try:
-        await_only(dbapi_connection._connection.fetchrow(";"))
+        await_only(driver.fetchrow(";"))
     except Exception as error:
         dbapi_connection._handle_exception(error)
     return True

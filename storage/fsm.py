@@ -1,8 +1,9 @@
 """aiogram FSM storage in PostgreSQL.
 
 Inside an update's transaction (see `bind`) reads are cached and writes are buffered, then
-written by `flush` in that same transaction: the conversation moves on exactly when the
-update's other effects commit. Outside one, each call uses its own short transaction.
+written in that same transaction, with its COMMIT (`writes`): the conversation moves on
+exactly when the update's other effects commit. Outside one, each call uses its own short
+transaction.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from aiogram.fsm.state import State
 from aiogram.fsm.storage.base import BaseStorage, StateType, StorageKey
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from storage.db import driver_connection
+from storage.db import driver_connection, literal
 from storage.models import User
-from storage.updates import KEEP_SQL
 
 
 @dataclass
@@ -79,22 +79,18 @@ class PostgresStorage(BaseStorage):
         unit.keys[name] = key
         return row if row["id"] is not None else None
 
-    async def flush(self, *, answers: tuple[int, list[dict[str, Any]]] | None = None) -> bool:
-        """Write the buffered changes of the bound unit of work.
-
-        `answers` (update id, answers) may ride along in the statement that writes the
-        conversation, as `storage.updates.keep_answers` would store them: one round trip fewer
-        for most updates. True when they were stored; else the caller stores them.
-        """
+    def writes(self) -> list[str]:
+        """The statements that write the buffered changes of the bound unit of work, to run
+        in its transaction (with its COMMIT, see storage.db.commit_with); from here on the
+        changes count as written."""
         unit = _current.get()
-        assert unit is not None, "flush() outside bind()"
-        dirty = [name for name, entry in unit.entries.items() if entry.dirty]
-        for name in dirty:
-            entry = unit.entries[name]
-            keep = answers if name == dirty[-1] else None
-            await _write(unit.db, name, unit.keys[name], entry, keep=keep)
-            entry.dirty = False
-        return answers is not None and bool(dirty)
+        assert unit is not None, "writes() outside bind()"
+        statements = []
+        for name, entry in unit.entries.items():
+            if entry.dirty:
+                statements.append(_write_statement(name, unit.keys[name], entry))
+                entry.dirty = False
+        return statements
 
     async def _entry(self, key: StorageKey) -> tuple[_Entry, _UnitOfWork | None]:
         unit = _current.get()
@@ -116,7 +112,8 @@ class PostgresStorage(BaseStorage):
         entry.dirty = True
         if unit is None:
             async with self._sessions() as session, session.begin():
-                await _write(await driver_connection(session), storage_key(key), key, entry)
+                db = await driver_connection(session)
+                await db.execute(_write_statement(storage_key(key), key, entry))
 
     async def set_state(self, key: StorageKey, state: StateType = None) -> None:
         await self._update(key, state=_state_name(state))
@@ -138,8 +135,9 @@ class PostgresStorage(BaseStorage):
         return None
 
 
-# Every update reads its conversation and most write it: statements run through the driver
-# (see storage.db.driver_connection), which costs less CPU than SQLAlchemy's layers.
+# Every update reads its conversation and most write it: the read goes through the driver
+# (see storage.db.driver_connection), which costs less CPU than SQLAlchemy's layers; the
+# write goes out with the update's COMMIT, hence literals.
 _READ = "SELECT state, data FROM conversation_states WHERE key = $1"
 _USER_COLUMNS = ", ".join(f"u.{column.name}" for column in User.__table__.columns)
 _READ_USER = f"SELECT {_USER_COLUMNS} FROM users AS u WHERE u.id = $1"
@@ -149,17 +147,13 @@ _READ_BOTH = (
     "LEFT JOIN conversation_states AS c ON c.key = $1 "
     "LEFT JOIN users AS u ON u.id = $2"
 )
-_DELETE = "DELETE FROM conversation_states WHERE key = $1"
+_DELETE = "DELETE FROM conversation_states WHERE key = {key}"
 _UPSERT = (
     "INSERT INTO conversation_states (key, user_id, chat_id, state, data) "
-    "VALUES ($1, $2, $3, $4, $5) "
+    "VALUES ({key}, {user_id}, {chat_id}, {state}, {data}) "
     "ON CONFLICT (key) DO UPDATE "
     "SET state = excluded.state, data = excluded.data, updated_at = now()"
 )
-# The same, with the update's answers stored in the same statement (a data-modifying WITH
-# runs exactly once whether or not it is read); the update id and answers come last.
-_DELETE_KEEP = f"WITH state AS ({_DELETE}) {KEEP_SQL.format(update_id='$2', answers='$3')}"
-_UPSERT_KEEP = f"WITH state AS ({_UPSERT}) {KEEP_SQL.format(update_id='$6', answers='$7')}"
 
 
 def _loaded(state: str | None, data: dict[str, Any] | None) -> _Entry:
@@ -171,23 +165,14 @@ async def _read(db: asyncpg.Connection, name: str) -> _Entry:
     return _Entry(state=None, data={}) if row is None else _loaded(row["state"], row["data"])
 
 
-async def _write(
-    db: asyncpg.Connection,
-    name: str,
-    key: StorageKey,
-    entry: _Entry,
-    *,
-    keep: tuple[int, list[dict[str, Any]]] | None = None,
-) -> None:
-    """Write (or delete) one conversation; and store `keep`'s answers alongside, if given."""
+def _write_statement(name: str, key: StorageKey, entry: _Entry) -> str:
+    """The statement that writes (or deletes) one conversation."""
     if entry.state is None and not entry.data:
-        if keep is None:
-            await db.execute(_DELETE, name)
-        else:
-            await db.execute(_DELETE_KEEP, name, keep[0], json.dumps(keep[1]))
-        return
-    values = (name, key.user_id, key.chat_id, entry.state, json.dumps(entry.data))
-    if keep is None:
-        await db.execute(_UPSERT, *values)
-    else:
-        await db.execute(_UPSERT_KEEP, *values, keep[0], json.dumps(keep[1]))
+        return _DELETE.format(key=literal(name))
+    return _UPSERT.format(
+        key=literal(name),
+        user_id=literal(key.user_id),
+        chat_id=literal(key.chat_id),
+        state=literal(entry.state),
+        data=literal(json.dumps(entry.data)),
+    )

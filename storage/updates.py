@@ -13,56 +13,58 @@ from sqlalchemy import delete, func, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.db import begin_with, literal
 from storage.models import FailedUpdate, ProcessedUpdate
 
-# The statements every update runs go through the driver (see storage.db.driver_connection).
-# One round trip: serialise on the sender (so one user's updates apply in order across
-# processes), then record the update id; nothing comes back when it was applied before.
-_CLAIM_LOCKED = (
-    "WITH serial AS (SELECT pg_advisory_xact_lock($2)) "
-    "INSERT INTO processed_updates (update_id) SELECT $1 FROM serial "
-    "ON CONFLICT DO NOTHING RETURNING update_id"
-)
-_CLAIM = (
-    "INSERT INTO processed_updates (update_id) VALUES ($1) "
-    "ON CONFLICT DO NOTHING RETURNING update_id"
-)
+# The statements every update runs go out with its BEGIN and COMMIT (storage.db.begin_with,
+# commit_with), hence literals. Serialise on the sender, so that one user's updates apply in
+# order across processes, then record the update id: nothing is inserted when it was applied
+# before. Each statement of the BEGIN's round trip sees what committed before it started,
+# so what follows the lock sees what the sender's previous update left.
+_CLAIM = "INSERT INTO processed_updates (update_id) VALUES ({update_id}) ON CONFLICT DO NOTHING"
+_LOCK = "SELECT pg_advisory_xact_lock({serial_key})"
 
 
-async def claim_update(db: asyncpg.Connection, update_id: int, *, serial_key: int | None) -> bool:
-    """True when this transaction is the first to apply `update_id`.
+def claim_statements(update_id: int, *, serial_key: int | None) -> str:
+    """The statements that claim `update_id`, to run with the transaction's BEGIN; `claimed`
+    tells from their status whether this transaction is the first to apply it.
 
-    A concurrent transaction holding the same id makes this wait for its outcome, so a
+    A concurrent transaction holding the same id makes them wait for its outcome, so a
     redelivery racing the original is still applied once.
     """
+    claim = _CLAIM.format(update_id=literal(update_id))
     if serial_key is None:
-        claimed = await db.fetchval(_CLAIM, update_id)
-    else:
-        claimed = await db.fetchval(_CLAIM_LOCKED, update_id, serial_key)
-    return claimed is not None
+        return claim
+    return f"{_LOCK.format(serial_key=literal(serial_key))}; {claim}"
 
 
-# Also run together with the conversation's write (see storage.fsm), hence the parameters'
-# numbers left open.
-KEEP_SQL = (
+def claimed(status: str) -> bool:
+    return status == "INSERT 0 1"
+
+
+async def claim_update(session: AsyncSession, update_id: int, *, serial_key: int | None) -> bool:
+    """Begin the session's transaction by claiming `update_id`: True when it is the first
+    to apply it (see `claim_statements`)."""
+    began = await begin_with(session, claim_statements(update_id, serial_key=serial_key))
+    return claimed(began.status)
+
+
+_KEEP = (
     "UPDATE processed_updates SET answers = {answers}, processed_at = clock_timestamp() "
     "WHERE update_id = {update_id}"
 )
-_KEEP = KEEP_SQL.format(update_id="$1", answers="$2")
 _CLEAR = (
     "UPDATE processed_updates SET answers = NULL "  # SQL NULL, not JSON null
     "WHERE update_id = ANY($1::bigint[]) AND answers IS NOT NULL"
 )
 
 
-async def keep_answers(
-    db: asyncpg.Connection, update_id: int, answers: list[dict[str, Any]]
-) -> None:
-    """Store the answers to an update being applied, in its transaction. The process that
-    applies it clears them once sent (`clear_answers`); answers left behind by a process that
-    died are sent by the update's redelivery (`take_unsent_answers`). `processed_at` is set
-    to the moment they were kept, for the grace period."""
-    await db.execute(_KEEP, update_id, json.dumps(answers))
+def keep_statement(update_id: int, answers: list[dict[str, Any]]) -> str:
+    """Store the answers to an update being applied, in its transaction (with its COMMIT).
+    The process that applies it clears them once sent (`clear_answers`); answers left behind
+    by a process that died are sent by the update's redelivery (`take_unsent_answers`).
+    `processed_at` is set to the moment they were kept, for the grace period."""
+    return _KEEP.format(update_id=literal(update_id), answers=literal(json.dumps(answers)))
 
 
 async def clear_answers(db: asyncpg.Connection, update_ids: Sequence[int]) -> None:

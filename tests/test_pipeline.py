@@ -19,9 +19,9 @@ from bot.handlers import common
 from bot.i18n import Translator
 from bot.middlewares import SentAnswers
 from core.tokens import village_payload
-from storage.db import driver_connection, is_transient
+from storage.db import begin_with, is_transient
 from storage.models import FailedUpdate, ProcessedUpdate, User, VillagerMembership
-from storage.updates import claim_update, keep_answers, prune_processed
+from storage.updates import claim_statements, claim_update, keep_statement, prune_processed
 from tests.e2e import wait_for_lock_waiter
 from tests.factories import seed_directory
 from tests.harness import Chat, make_settings
@@ -127,9 +127,10 @@ async def test_blocking_and_unblocking_is_remembered(
 
 
 async def test_old_update_ids_are_pruned(sessions: async_sessionmaker[AsyncSession]) -> None:
+    for update_id in (1, 2, 3):
+        async with sessions() as s, s.begin():
+            await claim_update(s, update_id, serial_key=None)
     async with sessions() as s, s.begin():
-        for update_id in (1, 2, 3):
-            await claim_update(await driver_connection(s), update_id, serial_key=None)
         await s.execute(
             text(
                 "UPDATE processed_updates SET processed_at = now() - interval '5 days'"
@@ -176,11 +177,10 @@ def test_transient_failures_are_told_apart(exc: BaseException, transient: bool) 
 async def test_answers_are_marked_sent_together_and_at_shutdown(
     sessions: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with sessions() as s, s.begin():
-        db = await driver_connection(s)
-        for update_id in (1, 2, 3, 4):
-            await claim_update(db, update_id, serial_key=None)
-            await keep_answers(db, update_id, [{"method": "sendMessage", "params": {}}])
+    for update_id in (1, 2, 3, 4):
+        async with sessions() as s, s.begin():
+            began = await begin_with(s, claim_statements(update_id, serial_key=None))
+            await began.commit_with(s, [keep_statement(update_id, [{"method": "sendMessage"}])])
 
     async def kept() -> list[int]:
         async with sessions() as s:

@@ -6,6 +6,8 @@ import asyncio
 import json
 from typing import Any
 
+import asyncpg
+import pytest
 from aiogram.fsm.storage.base import StorageKey
 from aiogram.methods import (
     AnswerCallbackQuery,
@@ -21,38 +23,124 @@ from aiogram.types import (
     InputMediaPhoto,
     ReplyParameters,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.replies import Replies
-from storage.db import driver_connection
+from storage.db import begin_with, driver_connection, literal
 from storage.fsm import PostgresStorage
-from storage.models import ConversationState, User
+from storage.models import ConversationState, ProcessedUpdate, User
 from storage.updates import (
     Unsent,
+    claim_statements,
     claim_update,
+    claimed,
     clear_answers,
-    keep_answers,
+    keep_statement,
     take_unsent_answers,
 )
 
 KEY = StorageKey(bot_id=1, chat_id=42, user_id=42)
 
 
+async def _flush(storage: PostgresStorage, session: AsyncSession) -> None:
+    """Write the bound conversations' changes in the session's transaction."""
+    for statement in storage.writes():
+        await (await driver_connection(session)).execute(statement)
+
+
+async def test_begin_and_commit_ride_with_the_first_and_last_statements(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The update's transaction: BEGIN goes out with the claim, COMMIT with the last
+    statements, after the session's own changes were flushed; all of it commits at once."""
+    async with sessions() as s, s.begin():
+        began = await begin_with(s, claim_statements(50, serial_key=42))
+        assert claimed(began.status)
+        assert await began.driver.fetchval("SELECT count(*) FROM processed_updates") == 1
+        s.add(User(id=42, role="stranger", first_name="王"))
+        await began.commit_with(s, [keep_statement(50, ANSWERS)])
+        # Committed: another connection sees it while this session is still open.
+        async with sessions() as other:
+            assert await other.get(User, 42) is not None
+            kept = await other.get(ProcessedUpdate, 50)
+            assert kept is not None and kept.answers == ANSWERS
+
+
+async def test_a_failure_in_the_last_statements_commits_nothing(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        async with sessions() as s, s.begin():
+            began = await begin_with(s, claim_statements(51, serial_key=None))
+            s.add(User(id=43, role="stranger", first_name="李"))
+            await began.commit_with(s, [keep_statement(51, ANSWERS), "SELECT 1 / 0"])
+    async with sessions() as s:
+        assert await s.get(User, 43) is None
+        assert await s.get(ProcessedUpdate, 51) is None
+    async with sessions() as s, s.begin():  # the connection went back to the pool clean
+        assert await claim_update(s, 51, serial_key=None) is True
+        assert await s.scalar(_IDLE_IN_TRANSACTION) == 0
+
+
+_IDLE_IN_TRANSACTION = text(
+    "SELECT count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+)
+
+
+async def test_a_claim_that_was_applied_before_ends_with_the_session(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as s, s.begin():
+        assert await claim_update(s, 52, serial_key=7)
+    async with sessions() as s, s.begin():
+        assert await claim_update(s, 52, serial_key=7) is False
+    async with sessions() as s:  # the session's commit ended that transaction
+        assert await s.scalar(_IDLE_IN_TRANSACTION) == 0
+
+
+@settings(
+    database=None,
+    deadline=None,
+    max_examples=200,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # only reads
+)
+@given(
+    # Any text PostgreSQL can hold: no NUL, no lone surrogate (not UTF-8).
+    text_value=st.text(
+        alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
+        max_size=30,
+    )
+    | st.sampled_from(["$q$", "a$q", "$q1$x$q$", "'; DROP TABLE users; --", "\\'", "$$"])
+)
+async def test_literals_read_back_as_they_were(
+    text_value: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    async with sessions() as s:
+        db = await driver_connection(s)
+        assert await db.fetchval(f"SELECT {literal(text_value)}::text") == text_value
+        assert await db.fetchval(f"SELECT {literal(-(2**62))}::bigint") == -(2**62)
+        assert await db.fetchval(f"SELECT {literal(None)}::text") is None
+
+
 async def test_update_is_claimed_once(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with sessions() as s, s.begin():
-        assert await claim_update(await driver_connection(s), 10, serial_key=42) is True
+        assert await claim_update(s, 10, serial_key=42) is True
     async with sessions() as s, s.begin():
-        assert await claim_update(await driver_connection(s), 10, serial_key=42) is False
-        assert await claim_update(await driver_connection(s), 11, serial_key=None) is True
+        assert await claim_update(s, 10, serial_key=42) is False
+    async with sessions() as s, s.begin():
+        assert await claim_update(s, 11, serial_key=None) is True
 
 
 async def test_rolled_back_claim_can_be_retried(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with sessions() as s, s.begin():
-        assert await claim_update(await driver_connection(s), 20, serial_key=42)
+        assert await claim_update(s, 20, serial_key=42)
         await s.rollback()
     async with sessions() as s, s.begin():
-        assert await claim_update(await driver_connection(s), 20, serial_key=42) is True
+        assert await claim_update(s, 20, serial_key=42) is True
 
 
 async def test_concurrent_redelivery_waits_for_the_original(
@@ -62,14 +150,14 @@ async def test_concurrent_redelivery_waits_for_the_original(
 
     async def original() -> None:
         async with sessions() as s, s.begin():
-            assert await claim_update(await driver_connection(s), 30, serial_key=7)
+            assert await claim_update(s, 30, serial_key=7)
             await asyncio.sleep(0.3)
             order.append("original committed")
 
     async def redelivery() -> None:
         await asyncio.sleep(0.05)
         async with sessions() as s, s.begin():
-            claimed = await claim_update(await driver_connection(s), 30, serial_key=7)
+            claimed = await claim_update(s, 30, serial_key=7)
             order.append(f"redelivery claimed={claimed}")
 
     await asyncio.gather(original(), redelivery())
@@ -99,7 +187,7 @@ async def test_bound_writes_commit_with_the_transaction(
             await storage.set_state(KEY, "Flow:one")
             await storage.set_data(KEY, {"a": 1})
             assert await storage.get_state(KEY) == "Flow:one"
-            await storage.flush()
+            await _flush(storage, s)
         await s.rollback()
     assert await storage.get_state(KEY) is None  # rolled back with everything else
 
@@ -107,7 +195,7 @@ async def test_bound_writes_commit_with_the_transaction(
         with storage.bind(await driver_connection(s)):
             await storage.set_state(KEY, "Flow:two")
             await storage.update_data(KEY, {"b": 2})
-            await storage.flush()
+            await _flush(storage, s)
     assert await storage.get_state(KEY) == "Flow:two"
     assert await storage.get_data(KEY) == {"b": 2}
 
@@ -129,13 +217,13 @@ async def test_the_conversation_is_read_with_the_senders_account(
             assert await storage.read_with_user(other, 43) is None  # no account yet
             assert await storage.read_with_user(None, 42) is not None  # no conversation key
             # The conversations came with the accounts: no further reads, and a change to
-            # one is written by flush like any other.
+            # one is written like any other.
             await s.execute(text("DELETE FROM conversation_states"))
             assert await storage.get_state(KEY) == "Flow:one"
             assert await storage.get_data(KEY) == {"a": 1}
             assert await storage.get_state(other) is None
             await storage.set_state(other, "Flow:two")
-            await storage.flush()
+            await _flush(storage, s)
     assert await storage.get_state(KEY) is None
     assert await storage.get_state(other) == "Flow:two"
 
@@ -148,7 +236,7 @@ async def test_get_data_returns_a_copy(sessions: async_sessionmaker[AsyncSession
             data = await storage.get_data(KEY)
             data["items"] = 99
             assert await storage.get_data(KEY) == {"items": 1}
-            await storage.flush()
+            await _flush(storage, s)
 
 
 ANSWERS = [{"method": "sendMessage", "params": {"chat_id": 42, "text": "好"}}]
@@ -156,8 +244,8 @@ ANSWERS = [{"method": "sendMessage", "params": {"chat_id": 42, "text": "好"}}]
 
 async def _keep(sessions: async_sessionmaker[AsyncSession], update_id: int, age: float) -> None:
     async with sessions() as s, s.begin():
-        assert await claim_update(await driver_connection(s), update_id, serial_key=42)
-        await keep_answers(await driver_connection(s), update_id, ANSWERS)
+        assert await claim_update(s, update_id, serial_key=42)
+        await (await driver_connection(s)).execute(keep_statement(update_id, ANSWERS))
         await s.execute(
             text(
                 "UPDATE processed_updates SET processed_at = processed_at - :age * interval '1s'"
@@ -174,7 +262,7 @@ async def test_unsent_answers_are_taken_once_after_the_grace_period(
     await _keep(sessions, 41, age=1)
     async with sessions() as s, s.begin():
         # applied without answers
-        assert await claim_update(await driver_connection(s), 42, serial_key=42)
+        assert await claim_update(s, 42, serial_key=42)
     async with sessions() as s, s.begin():
         assert await take_unsent_answers(s, 42, grace=10) == Unsent(None, pending=False)
         assert await take_unsent_answers(s, 41, grace=10) == Unsent(None, pending=True)
