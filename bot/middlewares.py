@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +25,7 @@ from storage.fsm import PostgresStorage
 from storage.updates import (
     claim_statements,
     claimed,
-    clear_answers,
+    clear_statement,
     keep_statement,
     record_failure,
     take_unsent_answers,
@@ -67,26 +66,47 @@ class KeyedLocks:
     """In-process FIFO locks per key, dropped when nobody waits, so memory stays flat."""
 
     def __init__(self) -> None:
-        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
+        self._locks: dict[int, _Held] = {}
 
-    @asynccontextmanager
-    async def hold(self, key: int) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
+    def hold(self, key: int) -> _Held:
+        held = self._locks.get(key)
+        if held is None:
+            held = self._locks[key] = _Held(self._locks, key)
+        return held
+
+
+class _Held:
+    """One key's lock and how many hold it or wait for it (an async context manager)."""
+
+    __slots__ = ("_key", "_lock", "_locks", "_users")
+
+    def __init__(self, locks: dict[int, _Held], key: int) -> None:
+        self._locks, self._key = locks, key
+        self._lock = asyncio.Lock()
+        self._users = 0
+
+    async def __aenter__(self) -> None:
+        self._users += 1
         try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+            await self._lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self._users -= 1
+        if not self._users:
+            del self._locks[self._key]
 
 
 class SentAnswers:
-    """Marks answers as sent (`storage.updates.clear_answers`) a moment after they went out,
-    many updates per statement, off the updates' own path.
+    """Marks answers as sent (`storage.updates.clear_statement`) a moment after they went
+    out, many updates per statement, off the updates' own path: with the COMMIT of the next
+    update applied (`take`), or after `delay` when none comes.
 
     Until then a redelivery of such an update would take its answers to be unsent, but only
     after ANSWER_GRACE, and Telegram redelivers only an update whose HTTP answer it did not
@@ -96,7 +116,7 @@ class SentAnswers:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, delay: float) -> None:
         self._sessions = sessions
-        self._delay = delay
+        self.delay = delay
         self._pending: list[int] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -105,8 +125,20 @@ class SentAnswers:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._soon())
 
+    def take(self) -> list[int]:
+        """The updates pending now, for a statement of the caller's; `put_back` them if it
+        fails."""
+        taken, self._pending = self._pending, []
+        return taken
+
+    def put_back(self, update_ids: list[int]) -> None:
+        if update_ids:
+            self._pending.extend(update_ids)
+            if self._task is None:
+                self._task = asyncio.get_running_loop().create_task(self._soon())
+
     async def _soon(self) -> None:
-        await asyncio.sleep(self._delay)
+        await asyncio.sleep(self.delay)
         await self.flush()
 
     async def flush(self) -> None:
@@ -115,12 +147,12 @@ class SentAnswers:
         if timer is not None and timer is not asyncio.current_task():
             timer.cancel()
         while self._pending:
-            done, self._pending = self._pending, []
+            done = self.take()
             try:
                 async with self._sessions() as session:
                     # A single statement: autocommit spares the BEGIN and COMMIT round trips.
                     await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-                    await clear_answers(await driver_connection(session), done)
+                    await (await driver_connection(session)).execute(clear_statement(done))
             except Exception:
                 log.exception("could not mark the answers to %d updates as sent", len(done))
 
@@ -224,7 +256,15 @@ class UpdateTransaction(BaseMiddleware):
                 writes = self._storage.writes()
             if replies:
                 writes.append(keep_statement(event.update_id, replies.to_json()))
-            await began.commit_with(session, writes)
+            # Answers of earlier updates, sent meanwhile, are marked so in the same round trip.
+            sent = self.sent.take()
+            if sent:
+                writes.append(clear_statement(sent))
+            try:
+                await began.commit_with(session, writes)
+            except BaseException:
+                self.sent.put_back(sent)
+                raise
         return result, replies, True
 
     async def _unsent(self, update_id: int) -> Replies:

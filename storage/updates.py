@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 from sqlalchemy import delete, func, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -55,21 +54,21 @@ _KEEP = (
 )
 _CLEAR = (
     "UPDATE processed_updates SET answers = NULL "  # SQL NULL, not JSON null
-    "WHERE update_id = ANY($1::bigint[]) AND answers IS NOT NULL"
+    "WHERE update_id IN ({update_ids}) AND answers IS NOT NULL"
 )
 
 
 def keep_statement(update_id: int, answers: list[dict[str, Any]]) -> str:
     """Store the answers to an update being applied, in its transaction (with its COMMIT).
-    The process that applies it clears them once sent (`clear_answers`); answers left behind
+    The process that applies it clears them once sent (`clear_statement`); answers left behind
     by a process that died are sent by the update's redelivery (`take_unsent_answers`).
     `processed_at` is set to the moment they were kept, for the grace period."""
     return _KEEP.format(update_id=literal(update_id), answers=literal(json.dumps(answers)))
 
 
-async def clear_answers(db: asyncpg.Connection, update_ids: Sequence[int]) -> None:
-    """The answers to `update_ids` were sent."""
-    await db.execute(_CLEAR, list(update_ids))
+def clear_statement(update_ids: Sequence[int]) -> str:
+    """The answers to `update_ids` were sent (not an empty list)."""
+    return _CLEAR.format(update_ids=", ".join(literal(int(i)) for i in update_ids))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from bot.app import build_dispatcher
 from bot.callbacks import JoinVillageCb
 from bot.handlers import common
 from bot.i18n import Translator
-from bot.middlewares import SentAnswers
+from bot.middlewares import SentAnswers, UpdateTransaction
 from core.tokens import village_payload
 from storage.db import begin_with, is_transient
 from storage.models import FailedUpdate, ProcessedUpdate, User, VillagerMembership
@@ -209,3 +209,29 @@ async def test_answers_are_marked_sent_together_and_at_shutdown(
     await broken.flush()  # logged, not raised: the answers are out either way
     assert "could not mark the answers to 1 updates as sent" in caplog.text
     assert await kept() == [4]
+
+
+async def test_sent_answers_are_marked_with_the_next_updates_commit(
+    chat: Chat, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Answers that went out are marked as sent in the COMMIT round trip of the next update
+    applied, with no statement of their own."""
+    transaction = next(
+        m for m in chat.dp.update.outer_middleware if isinstance(m, UpdateTransaction)
+    )
+    transaction.sent.delay = 3600  # no timer: only an update's commit marks them
+
+    async def kept(update: dict[str, object]) -> bool:
+        async with sessions() as s:
+            row = await s.get(ProcessedUpdate, update["update_id"])
+            assert row is not None
+            return row.answers is not None
+
+    user = chat.server.user(language_code="en")
+    first = await chat.say(user, "/help")
+    assert await kept(first)  # sent, not marked yet
+    second = await chat.say(chat.server.user(), "/help")
+    assert not await kept(first)
+    assert await kept(second)
+    await transaction.sent.flush()
+    assert not await kept(second)

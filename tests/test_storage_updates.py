@@ -37,7 +37,7 @@ from storage.updates import (
     claim_statements,
     claim_update,
     claimed,
-    clear_answers,
+    clear_statement,
     keep_statement,
     take_unsent_answers,
 )
@@ -269,7 +269,7 @@ async def test_unsent_answers_are_taken_once_after_the_grace_period(
         assert await take_unsent_answers(s, 40, grace=10) == Unsent(ANSWERS, pending=False)
     async with sessions() as s, s.begin():
         assert await take_unsent_answers(s, 40, grace=10) == Unsent(None, pending=False)
-        await clear_answers(await driver_connection(s), [41, 99])  # its process sent them
+        await (await driver_connection(s)).execute(clear_statement([41, 99]))  # sent by its process
         assert await take_unsent_answers(s, 41, grace=0) == Unsent(None, pending=False)
 
 
