@@ -67,11 +67,15 @@ async def _arrives(
 async def _act(
     server: BotApiServer, user: SimUser, label: str, other: SimUser, method: str = "sendMessage"
 ) -> tuple[Call, float]:
-    """`user` presses `label`; what reaches `other` because of it, and after how long."""
+    """`user` presses `label`; what reaches `other` because of it, and after how long. Also
+    waits until the press was applied and answered: the answers to `user` (a new card, say)
+    and the message to `other` (through the outbox) go out in no fixed order."""
     mark = server.mark()
     started = server_now()
-    await server.click(user, label)
-    return await _arrives(server, other, method, mark, started)
+    update = await server.click(user, label)
+    arrived = await _arrives(server, other, method, mark, started)
+    await server.wait_delivered(update["update_id"], timeout=REPLY_TIMEOUT)
+    return arrived
 
 
 async def _until_asked(server: BotApiServer, user: SimUser, label: str, question: str) -> None:
