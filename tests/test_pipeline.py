@@ -4,6 +4,7 @@ blocked users remembered, old update ids forgotten."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -18,6 +19,7 @@ from bot.callbacks import JoinVillageCb
 from bot.handlers import common
 from bot.i18n import Translator
 from bot.middlewares import SentAnswers, UpdateTransaction
+from bot.serve import GC_YOUNG, tune_collector
 from core.tokens import village_payload
 from storage.db import begin_with, is_transient
 from storage.models import FailedUpdate, ProcessedUpdate, User, VillagerMembership
@@ -235,3 +237,14 @@ async def test_sent_answers_are_marked_with_the_next_updates_commit(
     assert await kept(second)
     await transaction.sent.flush()
     assert not await kept(second)
+
+
+def test_the_collector_is_tuned_once_start_up_is_over() -> None:
+    threshold = gc.get_threshold()
+    try:
+        tune_collector()
+        assert gc.get_freeze_count() > 10_000  # this process's start-up: modules, types
+        assert gc.get_threshold() == (GC_YOUNG, *threshold[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
