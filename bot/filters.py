@@ -1,13 +1,14 @@
 """Filters on the sender's role, checked on the server for every update; and running plain
 filters on the event loop."""
 
+from collections.abc import Iterable
 from typing import Any
 
-from aiogram import Router
+from aiogram import Bot, Router
 from aiogram.dispatcher.event.handler import FilterObject
-from aiogram.filters import Filter
+from aiogram.filters import Command, Filter
 from aiogram.filters.logic import _AndFilter, _InvertFilter, _OrFilter
-from aiogram.types import TelegramObject
+from aiogram.types import Message, TelegramObject
 
 from core.roles import Role
 
@@ -18,6 +19,28 @@ class HasRole(Filter):
 
     async def __call__(self, event: TelegramObject, role: Role | None = None) -> bool:
         return role in self.roles
+
+
+class CommandOrText(Filter):
+    """The command `/name` (as aiogram's Command filter takes it: a caption too, a mention
+    of this bot), or a message whose text is one of `texts` (a menu button's labels).
+
+    The same as `or_f(Command(name), F.text.in_(texts))`, but a message that is neither a
+    command nor one of the texts, as nearly every answer in the middle of a flow is, is
+    refused at once: about a dozen such checks run for each message.
+    """
+
+    def __init__(self, name: str, texts: Iterable[str]) -> None:
+        self._command = Command(name)
+        self._texts = frozenset(texts)
+
+    async def __call__(self, message: Message, bot: Bot) -> bool | dict[str, Any]:
+        if message.text in self._texts:
+            return True
+        text = message.text or message.caption
+        if not text or not text.startswith("/"):
+            return False
+        return await self._command(message, bot)
 
 
 def run_filters_inline(router: Router) -> None:

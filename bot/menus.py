@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from aiogram import Bot, F
-from aiogram.filters import Command, Filter, or_f
+from aiogram import Bot
+from aiogram.filters import Filter
 from aiogram.methods import SetMyCommands
 from aiogram.types import (
     BotCommand,
@@ -14,6 +14,7 @@ from aiogram.types import (
     ReplyKeyboardRemove,
 )
 
+from bot.filters import CommandOrText
 from bot.i18n import LOCALES, Translator, all_labels
 from core.roles import Role
 
@@ -95,4 +96,4 @@ async def set_default_commands(bot: Bot, default_locale: str) -> None:
 
 def command_or_button(name: str) -> Filter:
     """`/name`, or a tap on the menu button for it in any language."""
-    return or_f(Command(name), F.text.in_(all_labels(f"button.{name}")))
+    return CommandOrText(name, all_labels(f"button.{name}"))

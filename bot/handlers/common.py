@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.filters import Command, or_f
 from aiogram.fsm.context import FSMContext
 from aiogram.methods import SendMessage
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.callbacks import LanguageCb
+from bot.filters import CommandOrText
 from bot.i18n import LANGUAGE_NAMES, LOCALES, Translator, all_labels
 from bot.menus import COMMANDS, chat_commands, command_or_button, main_menu
 from bot.replies import Replies
@@ -70,7 +70,7 @@ async def set_language(
 
 def build_router() -> Router:
     router = Router(name="common")
-    router.message.register(cancel, or_f(Command("cancel"), F.text.in_(all_labels("flow.cancel"))))
+    router.message.register(cancel, CommandOrText("cancel", all_labels("flow.cancel")))
     router.message.register(show_help, command_or_button("help"))
     router.message.register(choose_language, command_or_button("language"))
     router.callback_query.register(set_language, LanguageCb.filter(F.code.in_(LOCALES)))
