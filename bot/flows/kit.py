@@ -8,7 +8,7 @@ import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from aiogram.filters.callback_data import CallbackData
+from aiogram.filters.callback_data import MAX_CALLBACK_LENGTH, CallbackData
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State
 from aiogram.methods import EditMessageText
@@ -41,6 +41,14 @@ class FlowCb(CallbackData, prefix="f"):
     draft: str
     action: str
     value: str = ""
+
+    def pack(self) -> str:
+        """aiogram's `pack` without its pydantic dump (a keyboard packs a dozen of these)."""
+        parts = (self.__prefix__, self.flow, self.draft, self.action, self.value)
+        packed = self.__separator__.join(parts)
+        if packed.count(self.__separator__) != 4 or len(packed.encode()) > MAX_CALLBACK_LENGTH:
+            return super().pack()  # raises, as aiogram says
+        return packed
 
 
 def button_id(value: str) -> int | None:
