@@ -18,7 +18,7 @@ from bot.app import build_dispatcher
 from bot.callbacks import JoinVillageCb
 from bot.handlers import common
 from bot.i18n import Translator
-from bot.middlewares import SentAnswers, UpdateTransaction
+from bot.middlewares import KeyedLocks, SentAnswers, UpdateTransaction
 from bot.serve import GC_YOUNG, tune_collector
 from core.tokens import village_payload
 from storage.db import begin_with, is_transient
@@ -248,3 +248,26 @@ def test_the_collector_is_tuned_once_start_up_is_over() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+async def test_per_user_locks_are_fifo_and_forgotten() -> None:
+    locks = KeyedLocks()
+    order: list[str] = []
+
+    async def hold(key: int, name: str, pause: float) -> None:
+        async with locks.hold(key):
+            order.append(f"{name} in")
+            await asyncio.sleep(pause)
+            order.append(f"{name} out")
+
+    await asyncio.gather(hold(1, "a", 0.05), hold(1, "b", 0), hold(2, "x", 0), hold(1, "c", 0))
+    assert [o for o in order if o[0] in "abc"] == [
+        "a in",
+        "a out",
+        "b in",
+        "b out",
+        "c in",
+        "c out",
+    ]
+    assert order.index("x out") < order.index("a out")  # another key did not wait
+    assert locks._locks == {}  # nobody holds or waits: nothing kept
