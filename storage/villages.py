@@ -186,15 +186,26 @@ async def leave_current_village(session: AsyncSession, user_id: int) -> None:
     )
 
 
+@cache
+def _assigned_village_statement() -> Select[str, float | None, float | None]:
+    """assigned_village's statement, built once (the ids bound at execution)."""
+    return (
+        select(Village.name, Village.latitude, Village.longitude)
+        .join(Assignment, Assignment.village_id == Village.id)
+        .where(
+            Assignment.officer_id == bindparam("officer_id", type_=Integer),
+            Village.id == bindparam("village_id", type_=Integer),
+        )
+    )
+
+
 async def assigned_village(
     session: AsyncSession, *, officer_id: int, village_id: int
 ) -> tuple[str, float | None, float | None] | None:
     """(name, centre latitude, centre longitude) when the officer is assigned to the village."""
     row = (
         await session.execute(
-            select(Village.name, Village.latitude, Village.longitude)
-            .join(Assignment, Assignment.village_id == Village.id)
-            .where(Assignment.officer_id == officer_id, Village.id == village_id)
+            _assigned_village_statement(), {"officer_id": officer_id, "village_id": village_id}
         )
     ).first()
     return None if row is None else (row[0], row[1], row[2])
