@@ -84,6 +84,13 @@ def _insert_report_statement() -> Any:
     )
 
 
+@cache
+def _insert_activities_statement() -> Any:
+    """save_visit's insert of the activities (a Core statement: no ORM objects, nothing in
+    the session reads them), built once."""
+    return insert(VisitActivity.metadata.tables[VisitActivity.__tablename__])
+
+
 async def save_visit(session: AsyncSession, visit: NewVisit) -> tuple[int, bool]:
     """Store the report unless this draft was stored already. Returns (id, newly stored)."""
     params = {name: getattr(visit, name) for name in _REPORT_COLUMNS}
@@ -95,9 +102,8 @@ async def save_visit(session: AsyncSession, visit: NewVisit) -> tuple[int, bool]
         assert existing is not None
         return existing, False
     if visit.activities:
-        # One statement for all of them, no ORM objects (nothing reads them in this session).
         await session.execute(
-            insert(VisitActivity),
+            _insert_activities_statement(),
             [
                 {"report_id": report_id, "code": code, "count": count}
                 for code, count in visit.activities.items()
