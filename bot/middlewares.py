@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aiogram import BaseMiddleware, Bot
@@ -20,11 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.i18n import Translator, pick_locale
 from bot.replies import Replies
 from core.roles import Role
-from storage.db import begin_with, driver_connection, is_transient
+from storage.db import driver_connection, is_transient
 from storage.fsm import PostgresStorage
 from storage.updates import (
-    claim_statements,
-    claimed,
+    claim_update,
     clear_statement,
     keep_statement,
     record_failure,
@@ -121,9 +121,7 @@ class SentAnswers:
         self._task: asyncio.Task[None] | None = None
 
     def add(self, update_id: int) -> None:
-        self._pending.append(update_id)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._soon())
+        self.put_back([update_id])
 
     def take(self) -> list[int]:
         """The updates pending now, for a statement of the caller's; `put_back` them if it
@@ -132,6 +130,7 @@ class SentAnswers:
         return taken
 
     def put_back(self, update_ids: list[int]) -> None:
+        """Pending again (or for the first time), cleared with a later update or by the timer."""
         if update_ids:
             self._pending.extend(update_ids)
             if self._task is None:
@@ -208,17 +207,11 @@ class UpdateTransaction(BaseMiddleware):
             if rider is not None:
                 # Marked as sent only once the HTTP answer is out: if Telegram does not get
                 # it, the update comes again and its kept answers go out with it.
-                written = self._sent_later(event.update_id) if fresh else _nothing
+                written = partial(self.sent.add, event.update_id) if fresh else _nothing
                 return WebhookAnswer(rider, written)
             if fresh and replies:
                 self.sent.add(event.update_id)
         return result
-
-    def _sent_later(self, update_id: int) -> Callable[[], None]:
-        def written() -> None:
-            self.sent.add(update_id)
-
-        return written
 
     async def _apply(
         self,
@@ -232,14 +225,13 @@ class UpdateTransaction(BaseMiddleware):
 
         A redelivered update that was applied before is not applied again (see `_unsent`).
         """
-        claim = claim_statements(event.update_id, serial_key=serial_key)
         # Not `session.begin()`: the transaction ends with `commit_with`, and when anything
         # fails before, the session's close rolls it back.
         async with self._sessions() as session:
             # Round trips: the BEGIN with the claim, the sender's account and conversation,
             # the handler's own statements, the conversation's write and answers with COMMIT.
-            began = await begin_with(session, claim)
-            if not claimed(began.status):
+            began = await claim_update(session, event.update_id, serial_key=serial_key)
+            if began is None:
                 return UNHANDLED, Replies(), False
             replies = Replies()
             data["session"] = session

@@ -74,13 +74,18 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     adapter's lazy BEGIN (`_transaction`, `_start_transaction`); SQLAlchemy is pinned below
     2.2 for this and for `_ping`, and tests/test_pipeline.py checks the atomicity.
     """
-    connection = await session.connection()
-    fairy = await connection.get_raw_connection()
-    adapted: Any = fairy.dbapi_connection
+    adapted, driver = await _raw(session)
     if adapted._transaction is None:
         await adapted._start_transaction()  # a no-op in autocommit
-    driver: asyncpg.Connection = fairy.driver_connection
     return driver
+
+
+async def _raw(session: AsyncSession) -> tuple[Any, asyncpg.Connection]:
+    """SQLAlchemy's asyncpg adapter under `session` and the driver's connection under it."""
+    connection = await session.connection()
+    fairy = await connection.get_raw_connection()
+    driver: asyncpg.Connection = fairy.driver_connection
+    return fairy.dbapi_connection, driver
 
 
 # The update's own transaction (bot.middlewares.UpdateTransaction) in as few round trips as
@@ -131,9 +136,7 @@ async def begin_with(session: AsyncSession, statements: str) -> Begun:
     """Begin the session's transaction and run `statements` (literals only, see above) in
     the same round trip. Relies on the asyncpg adapter's `_transaction`, as
     `driver_connection` does."""
-    connection = await session.connection()
-    fairy = await connection.get_raw_connection()
-    adapted: Any = fairy.dbapi_connection
+    adapted, driver = await _raw(session)
     level = adapted.isolation_level
     if adapted._transaction is not None or level == "autocommit":
         raise RuntimeError("begin_with() needs a session whose transaction has not begun")
@@ -142,7 +145,7 @@ async def begin_with(session: AsyncSession, statements: str) -> Begun:
     begin += " READ ONLY" if adapted.readonly else ""
     begin += " DEFERRABLE" if adapted.deferrable else ""
     # From here on the session's rollback sends ROLLBACK, whatever happens to the BEGIN.
-    began = adapted._transaction = Begun(adapted, fairy.driver_connection)
+    began = adapted._transaction = Begun(adapted, driver)
     began.status = await began.driver.execute(f"{begin}; {statements}")
     return began
 

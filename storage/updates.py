@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.db import begin_with, literal
+from storage.db import Begun, begin_with, literal
 from storage.models import FailedUpdate, ProcessedUpdate
 
 # The statements every update runs go out with its BEGIN and COMMIT (storage.db.begin_with,
@@ -24,28 +24,25 @@ _CLAIM = "INSERT INTO processed_updates (update_id) VALUES ({update_id}) ON CONF
 _LOCK = "SELECT pg_advisory_xact_lock({serial_key})"
 
 
-def claim_statements(update_id: int, *, serial_key: int | None) -> str:
-    """The statements that claim `update_id`, to run with the transaction's BEGIN; `claimed`
-    tells from their status whether this transaction is the first to apply it.
-
-    A concurrent transaction holding the same id makes them wait for its outcome, so a
-    redelivery racing the original is still applied once.
-    """
+def _claim_statements(update_id: int, serial_key: int | None) -> str:
     claim = _CLAIM.format(update_id=literal(update_id))
     if serial_key is None:
         return claim
     return f"{_LOCK.format(serial_key=literal(serial_key))}; {claim}"
 
 
-def claimed(status: str) -> bool:
-    return status == "INSERT 0 1"
+async def claim_update(
+    session: AsyncSession, update_id: int, *, serial_key: int | None
+) -> Begun | None:
+    """Begin the session's transaction by claiming `update_id` (serialised on `serial_key`,
+    when given), in one round trip: the transaction when it is the first to apply the update,
+    None when it was applied before (the session's close then ends the transaction).
 
-
-async def claim_update(session: AsyncSession, update_id: int, *, serial_key: int | None) -> bool:
-    """Begin the session's transaction by claiming `update_id`: True when it is the first
-    to apply it (see `claim_statements`)."""
-    began = await begin_with(session, claim_statements(update_id, serial_key=serial_key))
-    return claimed(began.status)
+    A concurrent transaction holding the same id makes this wait for its outcome, so a
+    redelivery racing the original is still applied once.
+    """
+    began = await begin_with(session, _claim_statements(update_id, serial_key))
+    return began if began.status == "INSERT 0 1" else None
 
 
 _KEEP = (

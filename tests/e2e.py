@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.i18n import Translator
+from storage.models import ProcessedUpdate
 from tests.botapi import DEFAULT_TOKEN, BotApiServer, SimUser
 from tests.botproc import BotProcess
 
@@ -113,3 +115,16 @@ def messages_to(server: BotApiServer, user: SimUser, since: int) -> list[str]:
         and c.method == "sendMessage"
         and str(c.params.get("chat_id")) == str(user.id)
     ]
+
+
+async def answers_marked_sent(sessions: async_sessionmaker[AsyncSession], update_id: int) -> None:
+    """Until the bot has marked the answers to `update_id` as sent (none kept any more)."""
+    async with asyncio.timeout(REPLY_TIMEOUT):
+        while True:
+            async with sessions() as s:
+                kept = await s.scalar(
+                    select(ProcessedUpdate.answers).where(ProcessedUpdate.update_id == update_id)
+                )
+            if kept is None:
+                return
+            await asyncio.sleep(0.05)

@@ -15,13 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from core.roles import Role
 from core.tokens import village_payload
 from storage import invites
-from storage.models import Photo, ProcessedUpdate, User
+from storage.models import Photo, User
 from tests.botapi import BotApiServer
 from tests.botproc import BotProcess
 from tests.e2e import (
     EN,
-    REPLY_TIMEOUT,
     ZH,
+    answers_marked_sent,
     bot_process,
     click,
     kill_waiting_backends,
@@ -163,7 +163,7 @@ async def test_sigkill_mid_conversation_loses_nothing(
     await say(server, villager, f"/start {village_payload(directory.villages[0].join_token)}")
     # Done with /start: its answer went out and is recorded as sent. (A kill between the two
     # would have its redelivery send the answer again; see tests/test_faults.py.)
-    await _answers_recorded_as_sent(sessions, max(server.queue.history))
+    await answers_marked_sent(sessions, max(server.queue.history))
     await bot.kill()  # the user is at the confirmation step, which only the database knows
     mark = server.mark()
     await server.click(villager, EN("join.yes"))
@@ -224,17 +224,3 @@ async def test_sigterm_stops_within_seconds(
     assert await bot.terminate(timeout=10) == 0
     assert asyncio.get_running_loop().time() - started < 10
     assert "stopped" in bot.log()
-
-
-async def _answers_recorded_as_sent(
-    sessions: async_sessionmaker[AsyncSession], update_id: int
-) -> None:
-    async with asyncio.timeout(REPLY_TIMEOUT):
-        while True:
-            async with sessions() as s:
-                kept = await s.scalar(
-                    select(ProcessedUpdate.answers).where(ProcessedUpdate.update_id == update_id)
-                )
-            if kept is None:
-                return
-            await asyncio.sleep(0.05)

@@ -22,6 +22,7 @@ from tests.botproc import BotProcess, free_port
 from tests.e2e import (
     EN,
     ZH,
+    answers_marked_sent,
     bot_process,
     click,
     kill_waiting_backends,
@@ -203,15 +204,7 @@ async def test_an_answer_rides_in_the_http_answer_and_is_not_sent_again(
     assert [(c.chat_id, c.source) for c in welcome] == [(user.id, "http")]
     assert welcome[0].seq < menu.seq
     update_id = update["update_id"]
-    async with asyncio.timeout(5):
-        while True:
-            async with sessions() as s:
-                kept = await s.scalar(
-                    select(ProcessedUpdate.answers).where(ProcessedUpdate.update_id == update_id)
-                )
-            if kept is None:
-                break
-            await asyncio.sleep(0.05)
+    await answers_marked_sent(sessions, update_id)
     server.redeliver(update_id)
     await server.wait_delivered(update_id)
     await asyncio.sleep(0.3)  # a method in the HTTP answer runs just after delivery

@@ -21,9 +21,9 @@ from bot.i18n import Translator
 from bot.middlewares import KeyedLocks, SentAnswers, UpdateTransaction
 from bot.serve import GC_YOUNG, tune_collector
 from core.tokens import village_payload
-from storage.db import begin_with, is_transient
+from storage.db import is_transient
 from storage.models import FailedUpdate, ProcessedUpdate, User, VillagerMembership
-from storage.updates import claim_statements, claim_update, keep_statement, prune_processed
+from storage.updates import claim_update, keep_statement, prune_processed
 from tests.e2e import wait_for_lock_waiter
 from tests.factories import seed_directory
 from tests.harness import Chat, make_settings
@@ -181,7 +181,8 @@ async def test_answers_are_marked_sent_together_and_at_shutdown(
 ) -> None:
     for update_id in (1, 2, 3, 4):
         async with sessions() as s, s.begin():
-            began = await begin_with(s, claim_statements(update_id, serial_key=None))
+            began = await claim_update(s, update_id, serial_key=None)
+            assert began is not None
             await began.commit_with(s, [keep_statement(update_id, [{"method": "sendMessage"}])])
 
     async def kept() -> list[int]:

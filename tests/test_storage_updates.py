@@ -29,14 +29,12 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.replies import Replies
-from storage.db import begin_with, driver_connection, literal
+from storage.db import driver_connection, literal
 from storage.fsm import PostgresStorage
 from storage.models import ConversationState, ProcessedUpdate, User
 from storage.updates import (
     Unsent,
-    claim_statements,
     claim_update,
-    claimed,
     clear_statement,
     keep_statement,
     take_unsent_answers,
@@ -57,8 +55,8 @@ async def test_begin_and_commit_ride_with_the_first_and_last_statements(
     """The update's transaction: BEGIN goes out with the claim, COMMIT with the last
     statements, after the session's own changes were flushed; all of it commits at once."""
     async with sessions() as s, s.begin():
-        began = await begin_with(s, claim_statements(50, serial_key=42))
-        assert claimed(began.status)
+        began = await claim_update(s, 50, serial_key=42)
+        assert began is not None
         assert await began.driver.fetchval("SELECT count(*) FROM processed_updates") == 1
         s.add(User(id=42, role="stranger", first_name="王"))
         await began.commit_with(s, [keep_statement(50, ANSWERS)])
@@ -74,14 +72,15 @@ async def test_a_failure_in_the_last_statements_commits_nothing(
 ) -> None:
     with pytest.raises(asyncpg.DivisionByZeroError):
         async with sessions() as s, s.begin():
-            began = await begin_with(s, claim_statements(51, serial_key=None))
+            began = await claim_update(s, 51, serial_key=None)
+            assert began is not None
             s.add(User(id=43, role="stranger", first_name="李"))
             await began.commit_with(s, [keep_statement(51, ANSWERS), "SELECT 1 / 0"])
     async with sessions() as s:
         assert await s.get(User, 43) is None
         assert await s.get(ProcessedUpdate, 51) is None
     async with sessions() as s, s.begin():  # the connection went back to the pool clean
-        assert await claim_update(s, 51, serial_key=None) is True
+        assert await claim_update(s, 51, serial_key=None) is not None
         assert await s.scalar(_IDLE_IN_TRANSACTION) == 0
 
 
@@ -95,9 +94,9 @@ async def test_a_claim_that_was_applied_before_ends_with_the_session(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     async with sessions() as s, s.begin():
-        assert await claim_update(s, 52, serial_key=7)
+        assert await claim_update(s, 52, serial_key=7) is not None
     async with sessions() as s, s.begin():
-        assert await claim_update(s, 52, serial_key=7) is False
+        assert await claim_update(s, 52, serial_key=7) is None
     async with sessions() as s:  # the session's commit ended that transaction
         assert await s.scalar(_IDLE_IN_TRANSACTION) == 0
 
@@ -128,19 +127,19 @@ async def test_literals_read_back_as_they_were(
 
 async def test_update_is_claimed_once(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with sessions() as s, s.begin():
-        assert await claim_update(s, 10, serial_key=42) is True
+        assert await claim_update(s, 10, serial_key=42) is not None
     async with sessions() as s, s.begin():
-        assert await claim_update(s, 10, serial_key=42) is False
+        assert await claim_update(s, 10, serial_key=42) is None
     async with sessions() as s, s.begin():
-        assert await claim_update(s, 11, serial_key=None) is True
+        assert await claim_update(s, 11, serial_key=None) is not None
 
 
 async def test_rolled_back_claim_can_be_retried(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with sessions() as s, s.begin():
-        assert await claim_update(s, 20, serial_key=42)
+        assert await claim_update(s, 20, serial_key=42) is not None
         await s.rollback()
     async with sessions() as s, s.begin():
-        assert await claim_update(s, 20, serial_key=42) is True
+        assert await claim_update(s, 20, serial_key=42) is not None
 
 
 async def test_concurrent_redelivery_waits_for_the_original(
@@ -150,14 +149,14 @@ async def test_concurrent_redelivery_waits_for_the_original(
 
     async def original() -> None:
         async with sessions() as s, s.begin():
-            assert await claim_update(s, 30, serial_key=7)
+            assert await claim_update(s, 30, serial_key=7) is not None
             await asyncio.sleep(0.3)
             order.append("original committed")
 
     async def redelivery() -> None:
         await asyncio.sleep(0.05)
         async with sessions() as s, s.begin():
-            claimed = await claim_update(s, 30, serial_key=7)
+            claimed = await claim_update(s, 30, serial_key=7) is not None
             order.append(f"redelivery claimed={claimed}")
 
     await asyncio.gather(original(), redelivery())
@@ -244,7 +243,7 @@ ANSWERS = [{"method": "sendMessage", "params": {"chat_id": 42, "text": "好"}}]
 
 async def _keep(sessions: async_sessionmaker[AsyncSession], update_id: int, age: float) -> None:
     async with sessions() as s, s.begin():
-        assert await claim_update(s, update_id, serial_key=42)
+        assert await claim_update(s, update_id, serial_key=42) is not None
         await (await driver_connection(s)).execute(keep_statement(update_id, ANSWERS))
         await s.execute(
             text(
@@ -262,7 +261,7 @@ async def test_unsent_answers_are_taken_once_after_the_grace_period(
     await _keep(sessions, 41, age=1)
     async with sessions() as s, s.begin():
         # applied without answers
-        assert await claim_update(s, 42, serial_key=42)
+        assert await claim_update(s, 42, serial_key=42) is not None
     async with sessions() as s, s.begin():
         assert await take_unsent_answers(s, 42, grace=10) == Unsent(None, pending=False)
         assert await take_unsent_answers(s, 41, grace=10) == Unsent(None, pending=True)
