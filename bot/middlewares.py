@@ -225,38 +225,56 @@ class UpdateTransaction(BaseMiddleware):
 
         A redelivered update that was applied before is not applied again (see `_unsent`).
         """
+        sender = data.get("event_from_user")
+        if sender is not None and sender.is_bot:
+            sender = None
+        key = None
+        if sender is not None:
+            context = self._fsm.resolve_event_context(data["bot"], data)
+            key = None if context is None else context.key
+        # The sender's account and conversation as this process last saw them, if it did:
+        # the claim tests that they are still so (storage.fsm, condition_seen).
+        seen = None
+        if sender is not None and key is not None:
+            seen = self._storage.condition_seen(key, sender.id)
         # Not `session.begin()`: the transaction ends with `commit_with`, and when anything
         # fails before, the session's close rolls it back.
         async with self._sessions() as session:
-            # Round trips: the BEGIN with the claim, the sender's account and conversation,
-            # the handler's own statements, the conversation's write and answers with COMMIT.
-            began = await claim_update(session, event.update_id, serial_key=serial_key)
-            if began is None:
+            # Round trips: the BEGIN with the claim, the sender's account and conversation
+            # (unless the claim found them as last seen), the handler's own statements, the
+            # conversation's write and answers with COMMIT.
+            claimed = await claim_update(
+                session, event.update_id, serial_key=serial_key, condition=seen
+            )
+            if claimed is None:
                 return UNHANDLED, Replies(), False
             replies = Replies()
             data["session"] = session
             data["replies"] = replies
-            with self._storage.bind(began.driver):
-                sender = data.get("event_from_user")
-                if sender is not None and not sender.is_bot:
+            with self._storage.bind(claimed.began.driver):
+                if sender is not None:
                     # After the claim's lock, so that both are as the sender's previous
                     # update left them.
-                    context = self._fsm.resolve_event_context(data["bot"], data)
-                    key = None if context is None else context.key
-                    data[SENDER_ROW] = await self._storage.read_with_user(key, sender.id)
+                    if claimed.held:
+                        assert key is not None
+                        data[SENDER_ROW] = self._storage.use_seen(key, sender.id)
+                    else:
+                        data[SENDER_ROW] = await self._storage.read_with_user(key, sender.id)
                 result = await handler(event, data)
                 writes = self._storage.writes()
-            if replies:
-                writes.append(keep_statement(event.update_id, replies.to_json()))
-            # Answers of earlier updates, sent meanwhile, are marked so in the same round trip.
-            sent = self.sent.take()
-            if sent:
-                writes.append(clear_statement(sent))
-            try:
-                await began.commit_with(session, writes)
-            except BaseException:
-                self.sent.put_back(sent)
-                raise
+                if replies:
+                    writes.append(keep_statement(event.update_id, replies.to_json()))
+                # Answers of earlier updates, sent meanwhile, are marked so in the same round
+                # trip.
+                sent = self.sent.take()
+                if sent:
+                    writes.append(clear_statement(sent))
+                try:
+                    await claimed.began.commit_with(session, writes)
+                except BaseException:
+                    self.sent.put_back(sent)
+                    raise
+                self._storage.committed()
         return result, replies, True
 
     async def _unsent(self, update_id: int) -> Replies:

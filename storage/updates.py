@@ -22,27 +22,53 @@ from storage.models import FailedUpdate, ProcessedUpdate
 # so what follows the lock sees what the sender's previous update left.
 _CLAIM = "INSERT INTO processed_updates (update_id) VALUES ({update_id}) ON CONFLICT DO NOTHING"
 _LOCK = "SELECT pg_advisory_xact_lock({serial_key})"
+# With a condition to test once the lock is held: the claim's status is then that of a
+# SELECT of no row (applied before), one (claimed) or two (claimed, and the condition holds).
+_CLAIM_TESTING = (
+    "WITH claim AS (" + _CLAIM + " RETURNING 1) "
+    "SELECT FROM claim UNION ALL SELECT FROM claim WHERE {condition}"
+)
 
 
-def _claim_statements(update_id: int, serial_key: int | None) -> str:
-    claim = _CLAIM.format(update_id=literal(update_id))
-    if serial_key is None:
-        return claim
-    return f"{_LOCK.format(serial_key=literal(serial_key))}; {claim}"
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """An update claimed by `claim_update`: its transaction, and whether the condition given
+    held once the sender's lock was taken."""
+
+    began: Begun
+    held: bool
 
 
 async def claim_update(
-    session: AsyncSession, update_id: int, *, serial_key: int | None
-) -> Begun | None:
+    session: AsyncSession,
+    update_id: int,
+    *,
+    serial_key: int | None,
+    condition: str | None = None,
+) -> Claimed | None:
     """Begin the session's transaction by claiming `update_id` (serialised on `serial_key`,
-    when given), in one round trip: the transaction when it is the first to apply the update,
+    when given), in one round trip: the claim when this is the first to apply the update,
     None when it was applied before (the session's close then ends the transaction).
+
+    `condition` (SQL, literals only) is tested in the same round trip after the lock, so it
+    sees what the sender's previous update left (storage.fsm.PostgresStorage.condition_seen).
 
     A concurrent transaction holding the same id makes this wait for its outcome, so a
     redelivery racing the original is still applied once.
     """
-    began = await begin_with(session, _claim_statements(update_id, serial_key))
-    return began if began.status == "INSERT 0 1" else None
+    update = literal(update_id)
+    claimed: tuple[str, ...]
+    if condition is None:
+        statements, claimed = _CLAIM.format(update_id=update), ("INSERT 0 1",)
+    else:
+        statements = _CLAIM_TESTING.format(update_id=update, condition=condition)
+        claimed = ("SELECT 1", "SELECT 2")
+    if serial_key is not None:
+        statements = f"{_LOCK.format(serial_key=literal(serial_key))}; {statements}"
+    began = await begin_with(session, statements)
+    if began.status not in claimed:
+        return None
+    return Claimed(began, held=began.status == "SELECT 2")
 
 
 _KEEP = (

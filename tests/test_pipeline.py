@@ -181,8 +181,9 @@ async def test_answers_are_marked_sent_together_and_at_shutdown(
 ) -> None:
     for update_id in (1, 2, 3, 4):
         async with sessions() as s, s.begin():
-            began = await claim_update(s, update_id, serial_key=None)
-            assert began is not None
+            claimed = await claim_update(s, update_id, serial_key=None)
+            assert claimed is not None
+            began = claimed.began
             await began.commit_with(s, [keep_statement(update_id, [{"method": "sendMessage"}])])
 
     async def kept() -> list[int]:

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.replies import Replies
 from storage.db import driver_connection, literal
-from storage.fsm import PostgresStorage
+from storage.fsm import PostgresStorage, jsonb_text
 from storage.models import ConversationState, ProcessedUpdate, User
 from storage.updates import (
     Unsent,
@@ -39,6 +39,7 @@ from storage.updates import (
     keep_statement,
     take_unsent_answers,
 )
+from storage.users import attach_user
 
 KEY = StorageKey(bot_id=1, chat_id=42, user_id=42)
 
@@ -55,8 +56,9 @@ async def test_begin_and_commit_ride_with_the_first_and_last_statements(
     """The update's transaction: BEGIN goes out with the claim, COMMIT with the last
     statements, after the session's own changes were flushed; all of it commits at once."""
     async with sessions() as s, s.begin():
-        began = await claim_update(s, 50, serial_key=42)
-        assert began is not None
+        claimed = await claim_update(s, 50, serial_key=42)
+        assert claimed is not None
+        began = claimed.began
         assert await began.driver.fetchval("SELECT count(*) FROM processed_updates") == 1
         s.add(User(id=42, role="stranger", first_name="王"))
         await began.commit_with(s, [keep_statement(50, ANSWERS)])
@@ -72,8 +74,9 @@ async def test_a_failure_in_the_last_statements_commits_nothing(
 ) -> None:
     with pytest.raises(asyncpg.DivisionByZeroError):
         async with sessions() as s, s.begin():
-            began = await claim_update(s, 51, serial_key=None)
-            assert began is not None
+            claimed = await claim_update(s, 51, serial_key=None)
+            assert claimed is not None
+            began = claimed.began
             s.add(User(id=43, role="stranger", first_name="李"))
             await began.commit_with(s, [keep_statement(51, ANSWERS), "SELECT 1 / 0"])
     async with sessions() as s:
@@ -227,6 +230,27 @@ async def test_the_conversation_is_read_with_the_senders_account(
     assert await storage.get_state(other) == "Flow:two"
 
 
+async def test_an_account_read_through_the_driver_is_the_sessions_user(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """storage.users.attach_user: as if the session had loaded the row, no query."""
+    async with sessions() as s, s.begin():
+        s.add(User(id=42, role="stranger", first_name="王", locale="zh"))
+    storage = PostgresStorage(sessions)
+    async with sessions() as s, s.begin():
+        with storage.bind(await driver_connection(s)):
+            row = await storage.read_with_user(KEY, 42)
+        assert row is not None
+        user = attach_user(s, row)
+        assert (user.first_name, user.locale, user.role) == ("王", "zh", "stranger")
+        assert not s.is_modified(user) and not s.new and not s.dirty
+        assert await s.get(User, 42) is user
+        user.locale = "en"
+        assert list(s.dirty) == [user]
+    async with sessions() as s:
+        assert (await s.get(User, 42)).locale == "en"  # type: ignore[union-attr]
+
+
 async def test_get_data_returns_a_copy(sessions: async_sessionmaker[AsyncSession]) -> None:
     storage = PostgresStorage(sessions)
     async with sessions() as s, s.begin():
@@ -236,6 +260,132 @@ async def test_get_data_returns_a_copy(sessions: async_sessionmaker[AsyncSession
             data["items"] = 99
             assert await storage.get_data(KEY) == {"items": 1}
             await _flush(storage, s)
+
+
+async def _serve(
+    storage: PostgresStorage,
+    sessions: async_sessionmaker[AsyncSession],
+    update_id: int,
+    *,
+    state: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> tuple[bool, str | None, dict[str, Any], str | None]:
+    """User 42's update as the pipeline applies it (bot.middlewares.UpdateTransaction):
+    claimed with what `storage` saw of them, then their account and conversation used as
+    seen or read again, then `state` and `data` written. What it found: whether the seen
+    ones held, the conversation's state and data, the account's locale."""
+    condition = storage.condition_seen(KEY, 42)
+    async with sessions() as s:
+        claimed = await claim_update(s, update_id, serial_key=42, condition=condition)
+        assert claimed is not None
+        with storage.bind(claimed.began.driver):
+            if claimed.held:
+                row = storage.use_seen(KEY, 42)
+            else:
+                row = await storage.read_with_user(KEY, 42)
+            found = await storage.get_state(KEY), await storage.get_data(KEY)
+            if state is not None or data is not None:
+                await storage.set_state(KEY, state)
+                await storage.set_data(KEY, data or {})
+            await claimed.began.commit_with(s, storage.writes())
+            storage.committed()
+    return claimed.held, *found, None if row is None else row["locale"]
+
+
+async def test_a_sender_seen_is_used_until_anyone_changes_them(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The pipeline's memory of a sender's account and conversation (storage.fsm): used while
+    the database still holds them so, read again after any change by anyone, such as
+    another process or the command line."""
+    storage = PostgresStorage(sessions)
+    assert storage.condition_seen(KEY, 42) is None  # never seen
+    # First contact: no account, no conversation, both remembered as absent.
+    assert await _serve(storage, sessions, 1) == (False, None, {}, None)
+    assert await _serve(storage, sessions, 2, state="F:a", data={"步": 1}) == (True, None, {}, None)
+    assert await _serve(storage, sessions, 3) == (True, "F:a", {"步": 1}, None)
+    async with sessions() as s, s.begin():
+        s.add(User(id=42, role="stranger", first_name="王", locale="zh"))
+    assert await _serve(storage, sessions, 4) == (False, "F:a", {"步": 1}, "zh")
+    assert await _serve(storage, sessions, 5) == (True, "F:a", {"步": 1}, "zh")
+    async with sessions() as s, s.begin():
+        await s.execute(text("UPDATE users SET locale = 'en' WHERE id = 42"))
+    assert await _serve(storage, sessions, 6) == (False, "F:a", {"步": 1}, "en")
+    async with sessions() as s, s.begin():  # the same state, other data
+        await s.execute(text("""UPDATE conversation_states SET data = '{"步": 2}'"""))
+    assert await _serve(storage, sessions, 7) == (False, "F:a", {"步": 2}, "en")
+    async with sessions() as s, s.begin():  # the same data, another state
+        await s.execute(text("UPDATE conversation_states SET state = 'F:b'"))
+    assert await _serve(storage, sessions, 8) == (False, "F:b", {"步": 2}, "en")
+    # Another process moves the conversation on: this one reads it, then uses it again.
+    other = PostgresStorage(sessions)
+    moved = await _serve(other, sessions, 9, state="F:c", data={"x": [1, {"b": 2, "a": 1}]})
+    assert moved == (False, "F:b", {"步": 2}, "en")
+    assert await _serve(storage, sessions, 10) == (False, "F:c", {"x": [1, {"a": 1, "b": 2}]}, "en")
+    assert await _serve(storage, sessions, 11) == (True, "F:c", {"x": [1, {"a": 1, "b": 2}]}, "en")
+    async with sessions() as s, s.begin():
+        await s.execute(text("DELETE FROM conversation_states"))
+    assert await _serve(storage, sessions, 12) == (False, None, {}, "en")
+    assert storage.seen_used == 4
+
+
+async def test_a_failed_update_leaves_what_was_seen_before_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    storage = PostgresStorage(sessions)
+    await _serve(storage, sessions, 1, state="F:a", data={"n": 1})
+    condition = storage.condition_seen(KEY, 42)
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        async with sessions() as s:
+            claimed = await claim_update(s, 2, serial_key=42, condition=condition)
+            assert claimed is not None and claimed.held
+            with storage.bind(claimed.began.driver):
+                storage.use_seen(KEY, 42)
+                await storage.set_data(KEY, {"n": 2})
+                await claimed.began.commit_with(s, [*storage.writes(), "SELECT 1 / 0"])
+                storage.committed()
+    assert await _serve(storage, sessions, 3) == (True, "F:a", {"n": 1}, None)
+
+
+async def test_only_the_latest_senders_are_remembered(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    storage = PostgresStorage(sessions, senders_seen=2)
+    for user_id in (41, 42, 43):
+        key = StorageKey(bot_id=1, chat_id=user_id, user_id=user_id)
+        async with sessions() as s, s.begin():
+            with storage.bind(await driver_connection(s)):
+                await storage.read_with_user(key, user_id)
+    assert storage.condition_seen(KEY, 42) is not None
+    assert storage.condition_seen(StorageKey(bot_id=1, chat_id=41, user_id=41), 41) is None
+    other_chat = StorageKey(bot_id=1, chat_id=-100, user_id=42)  # the same sender in a group
+    assert storage.condition_seen(other_chat, 42) is None
+
+
+# Text jsonb takes: no NUL, no lone surrogates.
+JSON_CHARACTERS = st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")
+JSON_TEXT = st.text(JSON_CHARACTERS, max_size=12)
+JSON_KEYS = st.text(JSON_CHARACTERS, max_size=6)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | JSON_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(JSON_KEYS, inner, max_size=5),
+    max_leaves=12,
+)
+
+
+@settings(
+    max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
+@given(value=st.dictionaries(JSON_KEYS, JSON_VALUES, max_size=6))
+async def test_conversation_data_remembered_reads_as_postgresql_gives_it(
+    value: dict[str, Any], sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Data remembered after a write hands out what a read would: the same values with the
+    keys in jsonb's order."""
+    async with sessions() as s:
+        db = await driver_connection(s)
+        stored = await db.fetchval(f"SELECT ({literal(jsonb_text(value))}::jsonb)::text")
+    assert jsonb_text(value) == json.dumps(json.loads(stored))
 
 
 ANSWERS = [{"method": "sendMessage", "params": {"chat_id": 42, "text": "好"}}]
