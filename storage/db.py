@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.util.concurrency import await_only
+from sqlalchemy.orm import Session
+from sqlalchemy.util.concurrency import await_only, greenlet_spawn
 
 
 def to_async_url(url: str) -> str:
@@ -81,11 +82,16 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
 
 
 async def _raw(session: AsyncSession) -> tuple[Any, asyncpg.Connection]:
-    """SQLAlchemy's asyncpg adapter under `session` and the driver's connection under it."""
-    connection = await session.connection()
-    fairy = await connection.get_raw_connection()
+    """SQLAlchemy's asyncpg adapter under `session` and the driver's connection under it
+    (one pass into SQLAlchemy's synchronous layer, where `session.connection()` and then
+    `get_raw_connection()` would take two)."""
+    fairy = await greenlet_spawn(_pooled, session.sync_session)
     driver: asyncpg.Connection = fairy.driver_connection
     return fairy.dbapi_connection, driver
+
+
+def _pooled(session: Session) -> Any:
+    return session.connection().connection
 
 
 # The update's own transaction (bot.middlewares.UpdateTransaction) in as few round trips as
@@ -174,10 +180,17 @@ class Database:
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """An engine keeping up to `pool_size` connections open, as many more while busy.
+
+    The most recently returned connection is handed out first (LIFO): under a light load the
+    same few connections serve everything, with their statements already prepared (each
+    connection prepares each statement once, after a round trip and a type introspection).
+    """
     engine = create_async_engine(
         to_async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
+        pool_use_lifo=True,
         pool_pre_ping=True,
         pool_recycle=1800,
     )
