@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aiogram import Bot, Dispatcher, F, methods
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ChatType
 from aiogram.methods.base import Response
@@ -13,6 +12,7 @@ from bot.filters import run_filters_inline
 from bot.flows.kit import AlbumAcks
 from bot.handlers import get_routers
 from bot.middlewares import UpdateTransaction, UserContext
+from bot.session import BotSession
 from bot.settings import DEFAULT_API_URL, Settings
 from core.clock import Clock, system_clock
 from storage.fsm import PostgresStorage
@@ -43,9 +43,9 @@ _RESPONSE_MODELS = [
 
 
 def make_bot(settings: Settings) -> Bot:
-    session = None
+    session = BotSession()
     if settings.telegram_api_url != DEFAULT_API_URL:
-        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+        session = BotSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     return Bot(settings.require_token(), session=session)
 
 

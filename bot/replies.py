@@ -20,6 +20,8 @@ from aiogram.methods import TelegramMethod
 from aiogram.types import InputFile
 from pydantic_core import PydanticSerializationError
 
+from bot.session import send_unread
+
 log = logging.getLogger(__name__)
 
 # Bot API method name -> aiogram method class, for answers read back from the database.
@@ -105,9 +107,10 @@ class Replies:
     async def send(self, bot: Bot) -> None:
         for method, sent in self._methods:
             try:
-                result = await bot(method)
-                if sent is not None:
-                    sent(result)
+                if sent is None:
+                    await send_unread(bot, method)
+                else:
+                    sent(await bot(method))
             except TelegramForbiddenError:
                 log.info("user blocked the bot; dropping %s", type(method).__name__)
                 return

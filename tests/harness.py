@@ -9,13 +9,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiogram import Bot, Dispatcher
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import Update
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import build_dispatcher
+from bot.session import BotSession
 from bot.settings import Settings
 from core.clock import system_clock
 from scheduler.outbox import OutboxWorker
@@ -112,7 +112,7 @@ async def running_chat(
 ) -> AsyncIterator[Chat]:
     await server.reset()
     clock = FixedClock(datetime.now(UTC))
-    bot = Bot(DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(server.url)))
+    bot = Bot(DEFAULT_TOKEN, session=BotSession(api=TelegramAPIServer.from_base(server.url)))
     values = make_settings(**settings)
     dp = build_dispatcher(values, sessions, clock=clock)
     try:

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 from aiogram import Bot
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import BufferedInputFile
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.session import BotSession
 from scheduler.media import MediaDownloader, media_path
 from storage.models import Hazard, Photo, VisitReport
 from storage.photos import (
@@ -53,7 +53,7 @@ class Clock:
 @pytest.fixture
 async def bot(botapi: BotApiServer) -> AsyncIterator[Bot]:
     await botapi.reset()
-    bot = Bot(DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(botapi.url)))
+    bot = Bot(DEFAULT_TOKEN, session=BotSession(api=TelegramAPIServer.from_base(botapi.url)))
     yield bot
     await bot.session.close()
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 from aiogram import Bot
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.session import BotSession
 from core.roles import Role
 from scheduler.outbox import LISTENER_NAME, OutboxWorker, SendWindow, retry_delay
 from storage.models import OutboxChat, OutboxMessage, User
@@ -69,7 +69,7 @@ class CountingWorker(OutboxWorker):
 @pytest.fixture
 async def bot(botapi: BotApiServer) -> AsyncIterator[Bot]:
     await botapi.reset()
-    bot = Bot(DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(botapi.url)))
+    bot = Bot(DEFAULT_TOKEN, session=BotSession(api=TelegramAPIServer.from_base(botapi.url)))
     yield bot
     await bot.session.close()
 

@@ -28,6 +28,8 @@ class FlakyBot:
     """Answers like the Bot API would for messages 1 (deleted) and 2 (unchanged) and for a
     chat that does not exist."""
 
+    session = None  # not bot.session.BotSession: answers go through __call__
+
     def __init__(self) -> None:
         self.calls: list[str] = []
 
