@@ -105,10 +105,14 @@ class Replies:
         return replies
 
     async def send(self, bot: Bot) -> None:
-        for method, sent in self._methods:
+        stored = self._stored if self._stored is not None else [None] * len(self._methods)
+        for (method, sent), kept in zip(self._methods, stored, strict=True):
             try:
                 if sent is None:
-                    await send_unread(bot, method)
+                    # As JSON already when stored: the request's body without dumping the
+                    # method again.
+                    params = None if kept is None else request_params(bot, method, kept)
+                    await send_unread(bot, method, params)
                 else:
                     sent(await bot(method))
             except TelegramForbiddenError:
@@ -124,14 +128,19 @@ _ACK = methods.AnswerCallbackQuery
 
 
 def webhook_answer(bot: Bot, method: TelegramMethod[Any], stored: dict[str, Any]) -> dict[str, Any]:
-    """`method`, `stored` as `to_json` stores it, as the JSON of a webhook's HTTP answer: the
-    bot's defaults filled in, as aiogram does for a request (those of nested objects are left
-    to Telegram's own; the bot sets none)."""
-    answer = {"method": stored["method"], **stored["params"]}
+    """`method`, `stored` as `to_json` stores it, as the JSON of a webhook's HTTP answer."""
+    return {"method": stored["method"], **request_params(bot, method, stored)}
+
+
+def request_params(bot: Bot, method: TelegramMethod[Any], stored: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of `method`, `stored` as `to_json` stores it, as the Bot API takes
+    them in JSON: the bot's defaults filled in, as aiogram does for a request (those of
+    nested objects are left to Telegram's own; the bot sets none)."""
+    params = dict(stored["params"])
     for name, value in method:
         if isinstance(value, Default) and (default := bot.default[value.name]) is not None:
-            answer[name] = bot.session.prepare_value(default, bot=bot, files={}, _dumps_json=False)
-    return answer
+            params[name] = bot.session.prepare_value(default, bot=bot, files={}, _dumps_json=False)
+    return params
 
 
 # Taking the buttons off (or rewriting) a message the user deleted, or one already as wanted:

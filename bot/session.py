@@ -38,10 +38,13 @@ class BotSession(AiohttpSession):
         response = self.check_response(bot=bot, method=method, status_code=status, content=content)
         return response.result  # type: ignore[return-value]
 
-    async def send_unread(self, bot: Bot, method: TelegramMethod[Any]) -> None:
+    async def send_unread(
+        self, bot: Bot, method: TelegramMethod[Any], params: dict[str, Any] | None = None
+    ) -> None:
         """Send `method`, its result unread: only success is checked; a failure raises as
-        `make_request` would."""
-        body = self._json_body(bot, method)
+        `make_request` would. `params`: the method's parameters as JSON, when the caller
+        has them already (bot.replies keeps each answer so)."""
+        body = self._json_body(bot, method) if params is None else self.json_dumps(params)
         if body is None:
             await super().make_request(bot, method)
             return
@@ -84,9 +87,11 @@ class BotSession(AiohttpSession):
             ) from exc
 
 
-async def send_unread(bot: Bot, method: TelegramMethod[Any]) -> None:
+async def send_unread(
+    bot: Bot, method: TelegramMethod[Any], params: dict[str, Any] | None = None
+) -> None:
     """Send `method` without reading its result (see BotSession), through any session."""
     if isinstance(bot.session, BotSession):
-        await bot.session.send_unread(bot, method)
+        await bot.session.send_unread(bot, method, params)
     else:
         await bot(method)

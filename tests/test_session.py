@@ -16,6 +16,7 @@ from aiogram.methods import SendDocument, SendMessage
 from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiohttp import web
 
+from bot.replies import Replies
 from bot.session import BotSession, send_unread
 from tests.botapi import DEFAULT_TOKEN, BotApiServer
 
@@ -90,3 +91,38 @@ async def test_unread_answers_fail_as_aiogram_would(botapi: BotApiServer) -> Non
         await bot.session.close()
     texts: list[Any] = [m.text for m in botapi.messages_to(user)]
     assert texts == ["第一条"]
+
+
+async def test_kept_answers_go_out_as_kept(
+    captured: tuple[str, list[tuple[str, str, bytes]]],
+) -> None:
+    """bot.replies sends an answer it stored as JSON from that JSON, the bot's defaults
+    filled in; the same body as one dumped afresh."""
+    url, seen = captured
+    session = BotSession(api=TelegramAPIServer.from_base(url))
+    bot = Bot(DEFAULT_TOKEN, session=session, default=DefaultBotProperties(parse_mode="HTML"))
+    answer = SendMessage(chat_id=5, text="<b>好</b>", reply_markup=KEYBOARD)
+    try:
+        stored = Replies()
+        stored.add(answer)
+        stored.to_json()
+        await stored.send(bot)
+        fresh = Replies()  # never stored: dumped for the request
+        fresh.add(answer)
+        await fresh.send(bot)
+    finally:
+        await bot.session.close()
+    (_, kept_type, kept), (_, _, dumped) = seen
+    assert kept_type == "application/json"
+    assert (
+        json.loads(kept)
+        == json.loads(dumped)
+        == {
+            "chat_id": 5,
+            "text": "<b>好</b>",
+            "parse_mode": "HTML",
+            "reply_markup": {
+                "inline_keyboard": [[{"text": "今天", "callback_data": "f:v:1:date:2026-12-02"}]]
+            },
+        }
+    )
