@@ -37,8 +37,9 @@ def _stored(method: TelegramMethod[Any]) -> dict[str, Any] | None:
     file (answers with uploads, such as a digest's chart, are not kept: on redelivery the
     user gets the rest). Fields left as they were, among them those aiogram fills in from
     the bot's defaults when sending (parse mode, link previews, …), are left out."""
-    if any(isinstance(value, InputFile) for _, value in method):
-        return None
+    for value in method.__dict__.values():  # the fields, without pydantic's iterator
+        if isinstance(value, InputFile):
+            return None
     try:
         params = method.model_dump(mode="json", exclude_defaults=True)
     except (TypeError, ValueError, PydanticSerializationError) as exc:

@@ -65,10 +65,10 @@ _current: ContextVar[_UnitOfWork | None] = ContextVar("fsm_unit_of_work", defaul
 
 
 def storage_key(key: StorageKey) -> str:
-    parts = [key.bot_id, key.chat_id, key.user_id, key.thread_id or "", key.destiny]
+    name = f"{key.bot_id}:{key.chat_id}:{key.user_id}:{key.thread_id or ''}:{key.destiny}"
     if key.business_connection_id:
-        parts.append(key.business_connection_id)
-    return ":".join(str(p) for p in parts)
+        name += f":{key.business_connection_id}"
+    return name
 
 
 def _state_name(state: StateType) -> str | None:

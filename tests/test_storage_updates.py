@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.replies import Replies
 from storage.db import driver_connection, literal
-from storage.fsm import PostgresStorage, jsonb_text
+from storage.fsm import PostgresStorage, jsonb_text, storage_key
 from storage.models import ConversationState, ProcessedUpdate, User
 from storage.updates import (
     Unsent,
@@ -469,3 +469,10 @@ def test_answers_survive_the_round_trip_through_json() -> None:
     again = Replies.from_json([*stored, {"method": "noSuchMethod", "params": {}}])
     assert again.to_json() == stored
     assert len(again) == 4
+
+
+def test_conversation_keys_keep_their_stored_form() -> None:
+    """Rows already in conversation_states are found again: the key's text never changes."""
+    assert storage_key(KEY) == "1:42:42::default"
+    topic = StorageKey(bot_id=1, chat_id=-5, user_id=42, thread_id=7, business_connection_id="b")
+    assert storage_key(topic) == "1:-5:42:7:default:b"
