@@ -263,7 +263,7 @@ class UpdateTransaction(BaseMiddleware):
                 result = await handler(event, data)
                 writes = self._storage.writes()
                 if replies:
-                    writes.append(keep_statement(event.update_id, replies.to_json()))
+                    writes.append(keep_statement(event.update_id, replies.to_json(data["bot"])))
                 # Answers of earlier updates, sent meanwhile, are marked so in the same round
                 # trip.
                 sent = self.sent.take()

@@ -14,13 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from aiogram import Bot, methods
-from aiogram.client.default import Default
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramForbiddenError
 from aiogram.methods import TelegramMethod
-from aiogram.types import InputFile
-from pydantic_core import PydanticSerializationError
 
-from bot.session import send_unread
+from bot.session import api_params, send_unread
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +29,16 @@ _METHODS: dict[str, type[TelegramMethod[Any]]] = {
 }
 
 
-def _stored(method: TelegramMethod[Any]) -> dict[str, Any] | None:
-    """The method as JSON; None for one that cannot be stored, such as one that uploads a
-    file (answers with uploads, such as a digest's chart, are not kept: on redelivery the
-    user gets the rest). Fields left as they were, among them those aiogram fills in from
-    the bot's defaults when sending (parse mode, link previews, …), are left out."""
-    for value in method.__dict__.values():  # the fields, without pydantic's iterator
-        if isinstance(value, InputFile):
-            return None
+def _stored(bot: Bot, method: TelegramMethod[Any]) -> dict[str, Any] | None:
+    """The method as the Bot API takes it in JSON (bot.session.api_params); None for one
+    that cannot be stored, such as one that uploads a file (answers with uploads, such as a
+    digest's chart, are not kept: on redelivery the user gets the rest)."""
     try:
-        params = method.model_dump(mode="json", exclude_defaults=True)
-    except (TypeError, ValueError, PydanticSerializationError) as exc:
+        params = api_params(bot, method)
+    except (TypeError, ValueError) as exc:
         log.warning("answer %s not stored: %s", method.__api_method__, exc)
         return None
-    return {"method": method.__api_method__, "params": params}
+    return None if params is None else {"method": method.__api_method__, "params": params}
 
 
 class Replies:
@@ -68,9 +61,11 @@ class Replies:
     def __len__(self) -> int:
         return len(self._methods)
 
-    def to_json(self) -> list[dict[str, Any]]:
+    def to_json(self, bot: Bot) -> list[dict[str, Any]]:
+        """The answers as the Bot API takes them, for storing with the update; those that
+        cannot be stored left out."""
         if self._stored is None:
-            self._stored = [_stored(method) for method, _ in self._methods]
+            self._stored = [_stored(bot, method) for method, _ in self._methods]
         return [item for item in self._stored if item is not None]
 
     def take_webhook_answer(self, bot: Bot) -> dict[str, Any] | None:
@@ -84,14 +79,13 @@ class Replies:
         index = acks[0] if acks else len(self._methods) - 1
         if index < 0 or self._methods[index][1] is not None:
             return None
-        self.to_json()
+        self.to_json(bot)
         assert self._stored is not None
         stored = self._stored[index]
         if stored is None:
             return None
-        method, _ = self._methods.pop(index)
-        del self._stored[index]
-        return webhook_answer(bot, method, stored)
+        del self._methods[index], self._stored[index]
+        return {"method": stored["method"], **stored["params"]}
 
     @classmethod
     def from_json(cls, stored: list[dict[str, Any]]) -> Replies:
@@ -110,10 +104,8 @@ class Replies:
         for (method, sent), kept in zip(self._methods, stored, strict=True):
             try:
                 if sent is None:
-                    # As JSON already when stored: the request's body without dumping the
-                    # method again.
-                    params = None if kept is None else request_params(bot, method, kept)
-                    await send_unread(bot, method, params)
+                    # Stored, the method is its request's body already.
+                    await send_unread(bot, method, None if kept is None else kept["params"])
                 else:
                     sent(await bot(method))
             except TelegramForbiddenError:
@@ -126,22 +118,6 @@ class Replies:
 
 
 _ACK = methods.AnswerCallbackQuery
-
-
-def webhook_answer(bot: Bot, method: TelegramMethod[Any], stored: dict[str, Any]) -> dict[str, Any]:
-    """`method`, `stored` as `to_json` stores it, as the JSON of a webhook's HTTP answer."""
-    return {"method": stored["method"], **request_params(bot, method, stored)}
-
-
-def request_params(bot: Bot, method: TelegramMethod[Any], stored: dict[str, Any]) -> dict[str, Any]:
-    """The parameters of `method`, `stored` as `to_json` stores it, as the Bot API takes
-    them in JSON: the bot's defaults filled in, as aiogram does for a request (those of
-    nested objects are left to Telegram's own; the bot sets none)."""
-    params = dict(stored["params"])
-    for name, value in method:
-        if isinstance(value, Default) and (default := bot.default[value.name]) is not None:
-            params[name] = bot.session.prepare_value(default, bot=bot, files={}, _dumps_json=False)
-    return params
 
 
 # Taking the buttons off (or rewriting) a message the user deleted, or one already as wanted:

@@ -59,15 +59,9 @@ class BotSession(AiohttpSession):
         self.check_response(bot=bot, method=method, status_code=status, content=content)
 
     def _json_body(self, bot: Bot, method: TelegramMethod[Any]) -> str | None:
-        """The method as a JSON body, the bot's defaults filled in as aiogram does; None when
-        it uploads a file."""
-        files: dict[str, InputFile] = {}
-        body = {}
-        for key, value in method.model_dump(warnings=False).items():
-            prepared = self.prepare_value(value, bot=bot, files=files, _dumps_json=False)
-            if prepared is not None:
-                body[key] = prepared
-        return None if files else self.json_dumps(body)
+        """The method as a JSON body; None when it uploads a file."""
+        params = api_params(bot, method)
+        return None if params is None else self.json_dumps(params)
 
     async def _post(
         self, bot: Bot, method: TelegramMethod[Any], body: str, seconds: float
@@ -85,6 +79,20 @@ class BotSession(AiohttpSession):
             raise TelegramNetworkError(
                 method=method, message=f"{type(exc).__name__}: {exc}"
             ) from exc
+
+
+def api_params(bot: Bot, method: TelegramMethod[Any]) -> dict[str, Any] | None:
+    """`method`'s parameters as the Bot API takes them in JSON, exactly as aiogram would send
+    them: the bot's defaults filled in (parse mode, link previews, …, nested ones too), unset
+    fields left out, a field required with its only value kept (`remove_keyboard`, an
+    input media's `type`). None when it uploads a file."""
+    files: dict[str, InputFile] = {}
+    params = {}
+    for key, value in method.model_dump(warnings=False).items():
+        prepared = bot.session.prepare_value(value, bot=bot, files=files, _dumps_json=False)
+        if prepared is not None:
+            params[key] = prepared
+    return None if files else params
 
 
 async def send_unread(

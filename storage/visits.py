@@ -30,7 +30,15 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.quota import QuotaOverride, month_bounds
-from storage.models import Absence, MonthTally, Photo, Village, VisitActivity, VisitReport
+from storage.models import (
+    Absence,
+    Assignment,
+    MonthTally,
+    Photo,
+    Village,
+    VisitActivity,
+    VisitReport,
+)
 from storage.models import QuotaOverride as QuotaOverrideRow
 from storage.photos import flag_reused_file_ids
 
@@ -70,17 +78,31 @@ _REPORT_COLUMNS = (
 
 
 @cache
-def _insert_report_statement() -> Any:
+def _insert_report_statement(if_assigned: bool) -> Any:
     """save_visit's insert, built once (the values bound at execution): building it with
-    the values, and its cache key, took about a millisecond per report."""
-    values = {
-        name: bindparam(name, type_=VisitReport.__table__.c[name].type) for name in _REPORT_COLUMNS
-    }
-    return (
-        insert(VisitReport)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=[VisitReport.draft_id])
-        .returning(VisitReport.id)
+    the values, and its cache key, took about a millisecond per report. `if_assigned`: it
+    inserts only while the officer is assigned to the village, checked in the statement."""
+    values = select(
+        *(
+            bindparam(name, type_=VisitReport.__table__.c[name].type).label(name)
+            for name in _REPORT_COLUMNS
+        )
+    )
+    if if_assigned:
+        values = values.where(
+            select(Assignment.id)
+            .where(
+                Assignment.officer_id == bindparam("officer_id"),
+                Assignment.village_id == bindparam("village_id"),
+            )
+            .exists()
+        )
+    reports = VisitReport.metadata.tables[VisitReport.__tablename__]
+    return (  # Core, not the ORM's bulk insert: nothing in the session reads the row
+        insert(reports)
+        .from_select(list(_REPORT_COLUMNS), values)
+        .on_conflict_do_nothing(index_elements=[reports.c.draft_id])
+        .returning(reports.c.id)
     )
 
 
@@ -91,16 +113,19 @@ def _insert_activities_statement() -> Any:
     return insert(VisitActivity.metadata.tables[VisitActivity.__tablename__])
 
 
-async def save_visit(session: AsyncSession, visit: NewVisit) -> tuple[int, bool]:
-    """Store the report unless this draft was stored already. Returns (id, newly stored)."""
+async def save_visit(
+    session: AsyncSession, visit: NewVisit, *, if_assigned: bool = True
+) -> tuple[int, bool] | None:
+    """Store the report unless this draft was stored already: (id, newly stored). None when
+    the officer is not (or no longer) assigned to the village: nothing is stored (unless
+    not `if_assigned`, for reports of past assignments)."""
     params = {name: getattr(visit, name) for name in _REPORT_COLUMNS}
-    report_id = await session.scalar(_insert_report_statement(), params)
+    report_id = await session.scalar(_insert_report_statement(if_assigned), params)
     if report_id is None:
         existing = await session.scalar(
             select(VisitReport.id).where(VisitReport.draft_id == visit.draft_id)
         )
-        assert existing is not None
-        return existing, False
+        return None if existing is None else (existing, False)
     if visit.activities:
         await session.execute(
             _insert_activities_statement(),

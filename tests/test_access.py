@@ -599,7 +599,7 @@ async def _hazard(s: AsyncSession, officer_id: int, village_id: int, now: dateti
 
 
 async def _visit(s: AsyncSession, officer_id: int, village_id: int, submitted: datetime) -> None:
-    report_id, _ = await visits.save_visit(
+    saved = await visits.save_visit(
         s,
         visits.NewVisit(
             draft_id=secrets.token_hex(8),
@@ -618,6 +618,8 @@ async def _visit(s: AsyncSession, officer_id: int, village_id: int, submitted: d
             photos=(),
         ),
     )
+    assert saved is not None  # the officer is assigned to the village
+    report_id, _ = saved
     # The bot stamps submitted_at with the database's clock; the draw looks at last week.
     await s.execute(
         update(VisitReport).where(VisitReport.id == report_id).values(submitted_at=submitted)

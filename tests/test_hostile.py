@@ -513,7 +513,7 @@ class World:
             week_start(self.today) - timedelta(days=4), time(10), self.chat.tz
         )
         async with self.sessions() as s, s.begin():
-            report_id, _ = await visits.save_visit(
+            saved = await visits.save_visit(
                 s,
                 visits.NewVisit(
                     draft_id=secrets.token_hex(8),
@@ -531,7 +531,10 @@ class World:
                     submitted_by=1,
                     photos=[photo],
                 ),
+                if_assigned=False,  # a report of the past, whoever is assigned now
             )
+            assert saved is not None  # the officer is assigned to the village
+            report_id, _ = saved
             await s.execute(
                 update(VisitReport)
                 .where(VisitReport.id == report_id)

@@ -59,7 +59,7 @@ async def _visit(
     households: int,
     activities: Mapping[str, int],
 ) -> int:
-    report_id, stored = await visits.save_visit(
+    saved = await visits.save_visit(
         s,
         visits.NewVisit(
             draft_id=f"tally-{next(_drafts)}",
@@ -78,6 +78,8 @@ async def _visit(
             photos=[],
         ),
     )
+    assert saved is not None  # the officer is assigned to the village
+    report_id, stored = saved
     assert stored
     return report_id
 

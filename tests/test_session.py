@@ -105,7 +105,7 @@ async def test_kept_answers_go_out_as_kept(
     try:
         stored = Replies()
         stored.add(answer)
-        stored.to_json()
+        stored.to_json(bot)
         await stored.send(bot)
         fresh = Replies()  # never stored: dumped for the request
         fresh.add(answer)

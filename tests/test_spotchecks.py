@@ -67,7 +67,7 @@ async def _report(
     notes: str | None = None,
 ) -> int:
     async with sessions() as s, s.begin():
-        report_id, _ = await visits.save_visit(
+        saved = await visits.save_visit(
             s,
             visits.NewVisit(
                 draft_id=secrets.token_hex(8),
@@ -90,7 +90,10 @@ async def _report(
                 submitted_by=1,
                 photos=photos,
             ),
+            if_assigned=False,  # a report of the past, whoever is assigned now
         )
+        assert saved is not None  # the officer is assigned to the village
+        report_id, _ = saved
         # The bot stamps submitted_at with the database's clock; the tests need their own.
         await s.execute(
             update(VisitReport).where(VisitReport.id == report_id).values(submitted_at=submitted)

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiogram import Bot
 from aiogram.fsm.storage.base import StorageKey
 from aiogram.methods import (
     AnswerCallbackQuery,
@@ -21,6 +22,7 @@ from aiogram.types import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputMediaPhoto,
+    ReplyKeyboardRemove,
     ReplyParameters,
 )
 from hypothesis import HealthCheck, given, settings
@@ -453,22 +455,28 @@ def test_answers_survive_the_round_trip_through_json() -> None:
         EditMessageText(chat_id=42, message_id=3, text="已保存"),
         # Fields aiogram fills in from the bot's defaults, also nested ones, stay unset.
         SendMessage(chat_id=42, text="收到", reply_parameters=ReplyParameters(message_id=7)),
+        # Fields the Bot API requires that have a single value, which aiogram gives them.
+        SendMessage(chat_id=42, text="请核对以下内容：", reply_markup=ReplyKeyboardRemove()),
+        SendMediaGroup(chat_id=42, media=[InputMediaPhoto(media="AgAD-photo-file-id")]),
     )
-    stored = json.loads(json.dumps(replies.to_json()))  # as the database gives it back
+    bot = Bot("42:TEST")  # no defaults
+    stored = json.loads(json.dumps(replies.to_json(bot)))  # as the database gives it back
     assert [item["method"] for item in stored] == [
         "sendMessage",
         "answerCallbackQuery",
         "editMessageText",
         "sendMessage",
+        "sendMessage",
+        "sendMediaGroup",
     ]  # uploads are not kept
-    assert stored[-1]["params"] == {
-        "chat_id": 42,
-        "text": "收到",
-        "reply_parameters": {"message_id": 7},
-    }
+    assert [item["params"] for item in stored[-3:]] == [
+        {"chat_id": 42, "text": "收到", "reply_parameters": {"message_id": 7}},
+        {"chat_id": 42, "text": "请核对以下内容：", "reply_markup": {"remove_keyboard": True}},
+        {"chat_id": 42, "media": [{"type": "photo", "media": "AgAD-photo-file-id"}]},
+    ]
     again = Replies.from_json([*stored, {"method": "noSuchMethod", "params": {}}])
-    assert again.to_json() == stored
-    assert len(again) == 4
+    assert again.to_json(bot) == stored
+    assert len(again) == 6
 
 
 def test_conversation_keys_keep_their_stored_form() -> None:

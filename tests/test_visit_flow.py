@@ -6,14 +6,14 @@ from datetime import timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import build_dispatcher
 from bot.flows.kit import FlowCb
 from bot.i18n import Translator
 from storage import exports, invites
-from storage.models import Photo, VisitActivity, VisitReport
+from storage.models import Assignment, Photo, VisitActivity, VisitReport
 from tests.botapi import SimUser
 from tests.factories import Directory
 from tests.harness import Chat, make_settings
@@ -211,6 +211,19 @@ async def test_double_submit_and_redelivery_store_one_report(
     await chat.send(second)  # a second tap
     assert len(await _reports(sessions)) == 1
     assert chat.server.callback_answer(second)["text"] == ZH("callback.stale")  # type: ignore[index]
+
+
+async def test_a_report_is_not_saved_once_the_village_is_no_longer_the_officers(
+    chat: Chat, sessions: async_sessionmaker[AsyncSession], directory: Directory
+) -> None:
+    """The assignment is checked again at Submit, in the report's own insert."""
+    officer = await _officer(chat, sessions, "012345")
+    await _fill_to_summary(chat, officer, ZH)
+    async with sessions() as s, s.begin():
+        await s.execute(delete(Assignment))  # reassigned by the county meanwhile
+    await chat.click(officer, ZH("flow.submit"))
+    assert chat.last_text(officer) == ZH("visit.submit_invalid")
+    assert await _reports(sessions) == []
 
 
 def _buttons(message: object) -> list[tuple[str, str]]:

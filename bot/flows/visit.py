@@ -404,17 +404,14 @@ async def _submit(
     **_: Any,
 ) -> None:
     assert user.officer_id is not None
-    # Checked again at submit: the assignment or the date may no longer hold.
-    village = await villages.assigned_village(
-        session, officer_id=user.officer_id, village_id=data["village_id"]
-    )
+    # Checked again at submit: the date or the assignment (save_visit) may no longer hold.
     day = date.fromisoformat(data["date"])
     problem = check_visit_date(day, today=today, backdate_days=settings.visit_backdate_days)
-    if village is None or problem is not None:
+    if problem is not None:
         replies.add(message.answer(t("visit.submit_invalid")))
         return
     distance = data.get("distance")
-    report_id, _created = await visits.save_visit(
+    saved = await visits.save_visit(
         session,
         visits.NewVisit(
             draft_id=data["draft"],
@@ -433,6 +430,10 @@ async def _submit(
             photos=[(p[0], p[1]) for p in data.get("photos", [])],
         ),
     )
+    if saved is None:
+        replies.add(message.answer(t("visit.submit_invalid")))
+        return
+    report_id, _created = saved
     await state.clear()
     quota, progress, _absences = (
         await month_progress(
