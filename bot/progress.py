@@ -2,74 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import date, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from bot.i18n import Translator
-from core.quota import (
-    COUNTERS,
-    Progress,
-    Quota,
-    days_left,
-    profile,
-    resolve_quota,
-)
-from storage import visits
-
-Month = dict[int, tuple[Quota, Progress, int]]
-
-
-async def month_progress(
-    session: AsyncSession,
-    *,
-    officer_id: int,
-    village_ids: list[int],
-    day: date,
-    county_profile: str,
-) -> Month:
-    """For each village: (quota in force, progress in `day`'s month, absences recorded)."""
-    [month] = await months_progress(
-        session,
-        officer_id=officer_id,
-        village_ids=village_ids,
-        days=(day,),
-        county_profile=county_profile,
-    )
-    return month
-
-
-async def months_progress(
-    session: AsyncSession,
-    *,
-    officer_id: int,
-    village_ids: list[int],
-    days: Sequence[date],
-    county_profile: str,
-) -> list[Month]:
-    """month_progress for the month of each of `days`, the overrides read once."""
-    overrides = await visits.quota_overrides(session, village_ids)
-    county = profile(county_profile)
-    quotas = {
-        village_id: resolve_quota(county, station, own)
-        for village_id, (station, own) in overrides.items()
-    }
-    done = await visits.months_progress(session, officer_id=officer_id, months=days)
-    months = []
-    for day in days:
-        of_month = done[day.replace(day=1)]
-        result = {}
-        for village_id in village_ids:
-            p = of_month.get(village_id)
-            progress = (
-                Progress()
-                if p is None
-                else Progress(p.visit_days, p.households, p.patrols, p.problems_solved)
-            )
-            result[village_id] = (quotas[village_id], progress, 0 if p is None else p.absences)
-        months.append(result)
-    return months
+from core.quota import COUNTERS, Progress, Quota, days_left
 
 
 def progress_line(t: Translator, quota: Quota, progress: Progress) -> str:

@@ -1,7 +1,8 @@
 """An officer's own overview for /me in one statement: their villages with the quota in force,
 this month's and last month's tallies and absences, and how many of their hazards are open.
 The same figures as storage.villages.officer_villages, storage.visits.quota_overrides and
-months_progress, and storage.hazards.count_open, in one round trip instead of four."""
+months_progress, and storage.hazards.count_open, in one round trip instead of four. And one
+village's month so (`village_month`), for the progress line after a report."""
 
 from __future__ import annotations
 
@@ -100,6 +101,34 @@ async def officer_overview(
             )
         )
     return Overview(villages, rows[0][0] if rows else 0)
+
+
+# One village's month: $1 the officer, $2 the village, $3 and $4 the month's first and last
+# days. The same subqueries as the overview's.
+_VILLAGE_MONTH = f"""
+    SELECT {_override("station_id = v.station_id")}, {_override("village_id = v.id")},
+           {_tally("$3")}, {_absent("$3", "$4")}
+      FROM (SELECT $1::integer AS officer_id, $2::integer AS village_id) a
+      JOIN villages v ON v.id = a.village_id"""
+
+
+async def village_month(
+    session: AsyncSession, *, officer_id: int, village_id: int, day: date, county: Quota
+) -> MonthOf:
+    """The quota in force in the village, the officer's progress there in `day`'s month and
+    the absences recorded in it; in one round trip instead of two (quota_overrides and
+    months_progress)."""
+    db = await driver_connection(session)
+    row = await db.fetchrow(_VILLAGE_MONTH, officer_id, village_id, *month_bounds(day))
+    if row is None:  # no such village
+        return county, Progress(), 0
+    station, own, done, absent = row
+    quota = resolve_quota(
+        county,
+        None if station is None else override_of(station),
+        None if own is None else override_of(own),
+    )
+    return quota, _progress(done), absent
 
 
 def _progress(counters: list[int] | None) -> Progress:

@@ -22,24 +22,19 @@ from sqlalchemy import (
     cast,
     func,
     literal,
-    or_,
     select,
     union_all,
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.quota import QuotaOverride, month_bounds
 from storage.models import (
     Absence,
     Assignment,
-    MonthTally,
     Photo,
-    Village,
     VisitActivity,
     VisitReport,
 )
-from storage.models import QuotaOverride as QuotaOverrideRow
 from storage.photos import flag_reused_file_ids
 
 
@@ -238,107 +233,3 @@ async def progress(
         },
     )
     return {row[0]: VillageProgress(*(int(value) for value in row)) for row in rows}
-
-
-@cache
-def _months_statement() -> Select[Any]:
-    """months_progress's statement, built once (officer_id, months, first and last bound at
-    execution): the officer's month tallies, kept by triggers (migration 0012), and the
-    absences per village and month, in one round trip for any number of months."""
-    officer_id = bindparam("officer_id", type_=Integer)
-    first = bindparam("first", type_=Date)
-    last = bindparam("last", type_=Date)
-    tallied = select(
-        MonthTally.month,
-        MonthTally.village_id,
-        MonthTally.visit_days,
-        MonthTally.households,
-        MonthTally.patrols,
-        MonthTally.problems_solved,
-        literal(0).label("absences"),
-    ).where(
-        MonthTally.officer_id == officer_id,
-        MonthTally.month == any_(bindparam("months", type_=ARRAY(Date))),
-    )
-    month = cast(func.date_trunc("month", Absence.day), Date)
-    absent = (
-        select(month, Absence.village_id, *(literal(0) for _ in range(4)), func.count())
-        .where(Absence.officer_id == officer_id, Absence.day >= first, Absence.day <= last)
-        .group_by(month, Absence.village_id)
-    )
-    both = union_all(tallied, absent).subquery()
-    return select(
-        both.c.month,
-        both.c.village_id,
-        *(cast(func.sum(column), Integer) for column in list(both.c)[2:]),
-    ).group_by(both.c.month, both.c.village_id)
-
-
-async def months_progress(
-    session: AsyncSession, *, officer_id: int, months: Sequence[date]
-) -> dict[date, dict[int, VillageProgress]]:
-    """For each of `months` (their first days): per village of the officer, what `progress`
-    gives for the whole month, read from the month tallies."""
-    firsts = sorted({month.replace(day=1) for month in months})
-    result: dict[date, dict[int, VillageProgress]] = {month: {} for month in firsts}
-    if not firsts:
-        return result
-    rows = await session.execute(
-        _months_statement(),
-        {
-            "officer_id": officer_id,
-            "months": firsts,
-            "first": firsts[0],
-            "last": month_bounds(firsts[-1])[1],
-        },
-    )
-    for month, village_id, *counts in rows:
-        if month in result:
-            result[month][village_id] = VillageProgress(village_id, *counts)
-    return result
-
-
-@cache
-def _overrides_statement() -> Select[
-    int, int | None, str | None, int | None, int | None, int | None, int | None
-]:
-    """quota_overrides's statement, built once (the village ids bound at execution as one
-    array): columns, not entities, so no ORM objects are loaded."""
-    return (
-        select(
-            Village.id,
-            QuotaOverrideRow.village_id,
-            QuotaOverrideRow.profile,
-            QuotaOverrideRow.visit_days,
-            QuotaOverrideRow.households,
-            QuotaOverrideRow.patrols,
-            QuotaOverrideRow.problems_solved,
-        )
-        .join(
-            QuotaOverrideRow,
-            or_(
-                QuotaOverrideRow.village_id == Village.id,
-                QuotaOverrideRow.station_id == Village.station_id,
-            ),
-        )
-        .where(Village.id == any_(bindparam("village_ids", type_=ARRAY(Integer))))
-    )
-
-
-async def quota_overrides(
-    session: AsyncSession, village_ids: Sequence[int]
-) -> dict[int, tuple[QuotaOverride | None, QuotaOverride | None]]:
-    """For each village: (its station's override, its own override)."""
-    rows = await session.execute(_overrides_statement(), {"village_ids": list(village_ids)})
-    result: dict[int, tuple[QuotaOverride | None, QuotaOverride | None]] = {
-        v: (None, None) for v in village_ids
-    }
-    for village_id, own_village, name, days, households, patrols, problems in rows:
-        station, village = result[village_id]
-        override = QuotaOverride(name, days, households, patrols, problems)
-        if own_village is not None:
-            village = override
-        else:
-            station = override
-        result[village_id] = (station, village)
-    return result

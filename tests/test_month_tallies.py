@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.progress import months_progress, previous_month
+from bot.progress import previous_month
 from core.activities import PROBLEM_SOLVING, Activity, patrols, problems_solved
-from core.quota import month_bounds, profile
+from core.quota import Progress, month_bounds, profile
 from storage import hazards, overview, pace, villages, visits
 from storage.models import (
     Absence,
@@ -29,6 +29,7 @@ from storage.models import (
     MonthTally,
     Officer,
     QuotaOverride,
+    Village,
     VisitActivity,
     VisitReport,
 )
@@ -147,12 +148,13 @@ async def _check(
 
 
 async def _same_as_aggregated(sessions: async_sessionmaker[AsyncSession]) -> None:
-    """visits.months_progress (from the tallies, /me's) equals visits.progress (from the
-    reports) for every officer and month, absences included."""
+    """A village's month as the flows and /me read it (storage.overview, from the tallies)
+    equals visits.progress (from the reports) for every officer, village and month,
+    absences included."""
     months = [date(2026, 10, 1), date(2026, 11, 1), date(2026, 12, 1)]
     async with sessions() as s:
+        village_ids = list(await s.scalars(select(Village.id)))
         for officer in await s.scalars(select(Officer.id)):
-            tallied = await visits.months_progress(s, officer_id=officer, months=months)
             for month in months:
                 first, last = month_bounds(month)
                 summed = await visits.progress(
@@ -163,7 +165,20 @@ async def _same_as_aggregated(sessions: async_sessionmaker[AsyncSession]) -> Non
                     problem_codes=[a.value for a in PROBLEM_SOLVING],
                     patrol_code=Activity.PATROL.value,
                 )
-                assert tallied[month] == summed, (officer, month)
+                for village in village_ids:
+                    _, done, absent = await overview.village_month(
+                        s, officer_id=officer, village_id=village, day=month, county=profile("xi")
+                    )
+                    p = summed.get(village)
+                    expected = (
+                        (Progress(), 0)
+                        if p is None
+                        else (
+                            Progress(p.visit_days, p.households, p.patrols, p.problems_solved),
+                            p.absences,
+                        )
+                    )
+                    assert (done, absent) == expected, (officer, village, month)
 
 
 async def test_tallies_follow_every_write_and_pace_is_unchanged(
@@ -328,18 +343,20 @@ async def test_the_me_overview_reads_what_the_per_village_reads_read(
                 )
                 listed = await villages.officer_villages(s, officer)
                 ids = [v.id for v in listed]
-                now, then = await months_progress(
-                    s,
-                    officer_id=officer,
-                    village_ids=ids,
-                    days=(today, before),
-                    county_profile="xi",
-                )
+                now: list[overview.MonthOf] = []
+                then: list[overview.MonthOf] = []
+                for i in ids:
+                    for day, read in ((today, now), (before, then)):
+                        read.append(
+                            await overview.village_month(
+                                s, officer_id=officer, village_id=i, day=day, county=profile("xi")
+                            )
+                        )
                 assert [(v.village_id, v.name) for v in got.villages] == [
                     (v.id, v.name) for v in listed
                 ]
-                assert [v.now for v in got.villages] == [now[i] for i in ids], (officer, today)
-                assert [v.before for v in got.villages] == [then[i] for i in ids], (officer, today)
+                assert [v.now for v in got.villages] == now, (officer, today)
+                assert [v.before for v in got.villages] == then, (officer, today)
                 assert got.open_hazards == await hazards.count_open(s, officer_id=officer)
         assert (await hazards.count_open(s, officer_id=a), len(ids)) == (2, 1)  # b: one village
         mine = await overview.officer_overview(

@@ -7,8 +7,8 @@ from datetime import date
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.progress import month_progress
-from core.quota import Quota
+from core.quota import Quota, profile
+from storage.overview import village_month
 from tests.factories import Directory
 from tests.test_cli import villagebeat
 
@@ -16,14 +16,18 @@ from tests.test_cli import villagebeat
 async def _quotas(sessions: async_sessionmaker[AsyncSession], directory: Directory) -> list[Quota]:
     officer = directory.officers[0]
     async with sessions() as s:
-        found = await month_progress(
-            s,
-            officer_id=officer.id,
-            village_ids=[v.id for v in directory.villages],
-            day=date(2026, 11, 15),
-            county_profile="xi",
-        )
-    return [found[v.id][0] for v in directory.villages]
+        return [
+            (
+                await village_month(
+                    s,
+                    officer_id=officer.id,
+                    village_id=v.id,
+                    day=date(2026, 11, 15),
+                    county=profile("xi"),
+                )
+            )[0]
+            for v in directory.villages
+        ]
 
 
 async def test_station_and_village_overrides(

@@ -27,15 +27,17 @@ from bot.flows import kit
 from bot.flows.kit import FlowCb
 from bot.i18n import Translator
 from bot.menus import command_or_button, main_menu
-from bot.progress import month_progress, progress_line
+from bot.progress import progress_line
 from bot.replies import Replies
 from bot.settings import Settings
 from core.clock import Clock
 from core.days import MAX_DAYS_AHEAD, check_coming_day, coming_days, parse_coming_date
 from core.parsing import clean_text, parse_date
+from core.quota import profile
 from core.roles import Role
 from storage import absences, villages
 from storage.models import User
+from storage.overview import village_month
 
 FLOW = "a"
 STEPS = ("village", "day", "reason")
@@ -342,15 +344,13 @@ async def _submit(
         reason=data["reason"],
     )
     await state.clear()
-    quota, progress, _absent = (
-        await month_progress(
-            session,
-            officer_id=user.officer_id,
-            village_ids=[data["village_id"]],
-            day=day,
-            county_profile=settings.quota_profile,
-        )
-    )[data["village_id"]]
+    quota, progress, _absent = await village_month(
+        session,
+        officer_id=user.officer_id,
+        village_id=data["village_id"],
+        day=day,
+        county=profile(settings.quota_profile),
+    )
     month = t("absence.month", year=day.year, month=day.month)
     text = "\n".join(
         [

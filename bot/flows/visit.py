@@ -23,7 +23,7 @@ from bot.flows import kit
 from bot.flows.kit import AlbumAcks, FlowCb
 from bot.i18n import Translator, all_labels
 from bot.menus import command_or_button, main_menu
-from bot.progress import days_left_text, month_progress, progress_line
+from bot.progress import days_left_text, progress_line
 from bot.replies import Replies
 from bot.settings import Settings
 from core.activities import COUNTED, MAX_COUNT, ORDER, Activity
@@ -37,9 +37,11 @@ from core.parsing import (
     parse_date,
     parse_hours,
 )
+from core.quota import profile
 from core.roles import Role
 from storage import villages, visits
 from storage.models import User
+from storage.overview import village_month
 
 FLOW = "v"
 STEPS = ("village", "date", "hours", "households", "activities", "location", "photos", "notes")
@@ -435,15 +437,13 @@ async def _submit(
         return
     report_id, _created = saved
     await state.clear()
-    quota, progress, _absences = (
-        await month_progress(
-            session,
-            officer_id=user.officer_id,
-            village_ids=[data["village_id"]],
-            day=day,
-            county_profile=settings.quota_profile,
-        )
-    )[data["village_id"]]
+    quota, progress, _absences = await village_month(
+        session,
+        officer_id=user.officer_id,
+        village_id=data["village_id"],
+        day=day,
+        county=profile(settings.quota_profile),
+    )
     text = t("visit.saved", ref=f"V{report_id:06d}", village=data["village_name"])
     text += "\n" + progress_line(t, quota, progress) + t("quota.separator") + days_left_text(t, day)
     replies.add(message.edit_reply_markup(reply_markup=None))
