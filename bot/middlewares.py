@@ -239,7 +239,9 @@ class UpdateTransaction(BaseMiddleware):
             seen = self._storage.condition_seen(key, sender.id)
         # Not `session.begin()`: the transaction ends with `commit_with`, and when anything
         # fails before, the session's close rolls it back.
-        async with self._sessions() as session:
+        session = self._sessions()
+        committed = False
+        try:
             # Round trips: the BEGIN with the claim, the sender's account and conversation
             # (unless the claim found them as last seen), the handler's own statements, the
             # conversation's write and answers with COMMIT.
@@ -275,6 +277,15 @@ class UpdateTransaction(BaseMiddleware):
                     self.sent.put_back(sent)
                     raise
                 self._storage.committed()
+                committed = True
+        finally:
+            if committed:
+                # Nothing is left to send: a plain close, which nothing can interrupt. (The
+                # session's `async with` runs every close in a task of its own, shielded,
+                # against a cancellation halfway through a rollback.)
+                await session.close()
+            else:
+                await session.__aexit__(None, None, None)
         return result, replies, True
 
     async def _unsent(self, update_id: int) -> Replies:
