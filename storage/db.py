@@ -66,7 +66,8 @@ _LOST_CONNECTION = {"ConnectionDoesNotExistError", "ConnectionResetError", "Inte
 
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection under `session`, inside the session's transaction (begun
-    here when no statement has begun it yet).
+    here when no statement has begun it yet), the session's pending changes flushed first
+    as its autoflush would before a query.
 
     For the few fixed statements every update runs (storage.updates, storage.fsm): through
     the driver a statement costs about 60 µs of CPU here, through SQLAlchemy's execution
@@ -75,6 +76,8 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     adapter's lazy BEGIN (`_transaction`, `_start_transaction`); SQLAlchemy is pinned below
     2.2 for this and for `_ping`, and tests/test_pipeline.py checks the atomicity.
     """
+    if session.new or session.dirty or session.deleted:
+        await session.flush()  # as SQLAlchemy's autoflush would before a query of its own
     adapted, driver = await _raw(session)
     if adapted._transaction is None:
         await adapted._start_transaction()  # a no-op in autocommit

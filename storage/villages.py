@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, select, 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.roles import Role
+from storage.db import driver_connection
 from storage.models import (
     Assignment,
     Officer,
@@ -105,30 +106,20 @@ async def set_phone(session: AsyncSession, user: User, phone: str) -> None:
     await session.flush()
 
 
-@cache
-def _officer_villages_statement() -> Select[int, str, str, str, str, str, str]:
-    """officer_villages's statement, built once (officer_id bound at execution): columns in
-    VillageView's order rather than entities, so the flows load no ORM objects."""
-    return (
-        select(
-            Village.id,
-            Village.code,
-            Village.name,
-            Station.code,
-            Station.name,
-            Village.join_token,
-            Assignment.kind,
-        )
-        .join(Station, Village.station_id == Station.id)
-        .join(Assignment, Assignment.village_id == Village.id)
-        .where(Assignment.officer_id == bindparam("officer_id", type_=Integer))
-        .order_by(Station.code, Village.code)
-    )
+# officer_villages's statement, through the driver (storage.db.driver_connection): every
+# visit, hazard and absence report starts with it. Columns in VillageView's order.
+_OFFICER_VILLAGES = """
+    SELECT v.id, v.code, v.name, s.code, s.name, v.join_token, a.kind
+      FROM assignments a
+      JOIN villages v ON v.id = a.village_id
+      JOIN stations s ON s.id = v.station_id
+     WHERE a.officer_id = $1
+     ORDER BY s.code, v.code"""
 
 
 async def officer_villages(session: AsyncSession, officer_id: int) -> list[VillageView]:
-    rows = await session.execute(_officer_villages_statement(), {"officer_id": officer_id})
-    return [VillageView(*row) for row in rows]
+    db = await driver_connection(session)
+    return [VillageView(*row) for row in await db.fetch(_OFFICER_VILLAGES, officer_id)]
 
 
 @dataclass(frozen=True)

@@ -209,12 +209,16 @@ async def test_visit_report_with_photo_is_stored_and_downloaded(
     largest = max(photo["message"]["photo"], key=lambda p: p["width"])
     expected = hashlib.sha256(server.file_data(largest["file_id"])).hexdigest()
     media = bot.data_dir / "media" / expected[:2] / f"{expected}.jpg"
+    # The downloader writes the file, then records it: wait for the record.
+    stored = None
     async with asyncio.timeout(20):
-        while not media.exists():  # noqa: ASYNC110 - written by another process
-            await asyncio.sleep(0.2)
-    async with sessions() as s:
-        stored = await s.scalar(select(Photo.sha256))
+        while stored is None:
+            async with sessions() as s:
+                stored = await s.scalar(select(Photo.sha256))
+            if stored is None:
+                await asyncio.sleep(0.2)
     assert stored == expected
+    assert media.exists()
 
 
 async def test_sigterm_stops_within_seconds(

@@ -253,6 +253,16 @@ async def test_an_account_read_through_the_driver_is_the_sessions_user(
         assert (await s.get(User, 42)).locale == "en"  # type: ignore[union-attr]
 
 
+async def test_the_driver_sees_what_the_session_has_pending(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Statements through the driver read the session's own changes, as its queries do."""
+    async with sessions() as s, s.begin():
+        s.add(User(id=44, role="stranger", first_name="赵"))
+        db = await driver_connection(s)
+        assert await db.fetchval("SELECT first_name FROM users WHERE id = 44") == "赵"
+
+
 async def test_get_data_returns_a_copy(sessions: async_sessionmaker[AsyncSession]) -> None:
     storage = PostgresStorage(sessions)
     async with sessions() as s, s.begin():
