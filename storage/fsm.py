@@ -14,6 +14,7 @@ read again. A stale memory thus costs a read, never a wrong answer.
 from __future__ import annotations
 
 import json
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -49,6 +50,9 @@ class _UnitOfWork:
 # How many senders the storage remembers (see the module's docstring), the most recent ones:
 # a conversation is a burst of updates, so a few thousand cover everyone talking at once.
 SENDERS_SEEN = 4096
+# Seconds an account row read is trusted for at most, even unchanged: its version is the
+# transaction id that wrote it (xmin), which wraps around after 2**32 transactions.
+SEEN_FOR = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,7 @@ class _Seen:
     key: str  # their conversation's storage key
     state: str | None
     data: str | None  # the conversation's data as JSON, keys in jsonb's order; None: no row
+    read_at: float  # when the users row was read (time.monotonic)
 
 
 _current: ContextVar[_UnitOfWork | None] = ContextVar("fsm_unit_of_work", default=None)
@@ -77,11 +82,16 @@ def _state_name(state: StateType) -> str | None:
 
 class PostgresStorage(BaseStorage):
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, senders_seen: int = SENDERS_SEEN
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        senders_seen: int = SENDERS_SEEN,
+        seen_for: float = SEEN_FOR,
     ) -> None:
         self._sessions = sessions
         self._seen: OrderedDict[int, _Seen] = OrderedDict()
         self._senders_seen = senders_seen
+        self._seen_for = seen_for
         self.seen_used = 0  # updates served from what was seen (for tests and benchmarks)
 
     @contextmanager
@@ -108,7 +118,7 @@ class PostgresStorage(BaseStorage):
         unit.keys[name] = key
         user = row if row["id"] is not None else None
         data = None if row["fsm_data"] is None else json.dumps(row["fsm_data"])
-        self._remember(user_id, _Seen(user, name, row["fsm_state"], data))
+        self._remember(user_id, _Seen(user, name, row["fsm_state"], data, time.monotonic()))
         return user
 
     def condition_seen(self, key: StorageKey, user_id: int) -> str | None:
@@ -118,6 +128,8 @@ class PostgresStorage(BaseStorage):
         `use_seen` stands for `read_with_user`."""
         seen = self._seen.get(user_id)
         if seen is None or seen.key != storage_key(key):
+            return None
+        if time.monotonic() - seen.read_at > self._seen_for:
             return None
         uid = literal(user_id)
         if seen.user is None:
@@ -161,7 +173,7 @@ class PostgresStorage(BaseStorage):
             seen = self._seen.get(user_id)
             if seen is not None and seen.key == name:
                 state, data = (None, None) if written is None else written
-                self._remember(user_id, _Seen(seen.user, name, state, data))
+                self._remember(user_id, _Seen(seen.user, name, state, data, seen.read_at))
         unit.written.clear()
 
     def _remember(self, user_id: int, seen: _Seen) -> None:

@@ -374,6 +374,15 @@ async def test_only_the_latest_senders_are_remembered(
     assert storage.condition_seen(other_chat, 42) is None
 
 
+async def test_an_account_seen_too_long_ago_is_read_again(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    storage = PostgresStorage(sessions, seen_for=0.0)
+    assert await _serve(storage, sessions, 1, state="F:a") == (False, None, {}, None)
+    assert storage.condition_seen(KEY, 42) is None
+    assert await _serve(storage, sessions, 2) == (False, "F:a", {}, None)
+
+
 # Text jsonb takes: no NUL, no lone surrogates.
 JSON_CHARACTERS = st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")
 JSON_TEXT = st.text(JSON_CHARACTERS, max_size=12)
