@@ -76,12 +76,18 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     adapter's lazy BEGIN (`_transaction`, `_start_transaction`); SQLAlchemy is pinned below
     2.2 for this and for `_ping`, and tests/test_pipeline.py checks the atomicity.
     """
-    if session.new or session.dirty or session.deleted:
-        await session.flush()  # as SQLAlchemy's autoflush would before a query of its own
+    await _flush_pending(session)  # as SQLAlchemy's autoflush would before a query of its own
     adapted, driver = await _raw(session)
     if adapted._transaction is None:
         await adapted._start_transaction()  # a no-op in autocommit
     return driver
+
+
+async def _flush_pending(session: AsyncSession) -> None:
+    """Write the session's pending ORM changes, if it has any (a flush of nothing still
+    costs a pass into SQLAlchemy's synchronous layer)."""
+    if session.new or session.dirty or session.deleted:
+        await session.flush()
 
 
 async def _raw(session: AsyncSession) -> tuple[Any, asyncpg.Connection]:
@@ -127,8 +133,7 @@ class Begun:
     async def commit_with(self, session: AsyncSession, statements: Sequence[str]) -> None:
         """Flush the session, then run `statements` (literals only, see above) and COMMIT in
         one round trip; the session's own commit or close then has nothing left to send."""
-        if session.new or session.dirty or session.deleted:
-            await session.flush()
+        await _flush_pending(session)
         if self._adapted._transaction is not self:
             raise RuntimeError("this transaction has ended")
         _committed(await self.driver.execute("; ".join([*statements, "COMMIT"])))

@@ -191,13 +191,8 @@ class PostgresStorage(BaseStorage):
         statements = []
         for name, entry in unit.entries.items():
             if entry.dirty:
-                if entry.state is None and not entry.data:
-                    statements.append(_DELETE.format(key=literal(name)))
-                    unit.written[name] = None
-                else:
-                    data = jsonb_text(entry.data)
-                    statements.append(_upsert(name, unit.keys[name], entry.state, data))
-                    unit.written[name] = (entry.state, data)
+                statement, unit.written[name] = _write(name, unit.keys[name], entry)
+                statements.append(statement)
                 entry.dirty = False
         return statements
 
@@ -222,7 +217,7 @@ class PostgresStorage(BaseStorage):
         if unit is None:
             async with self._sessions() as session, session.begin():
                 db = await driver_connection(session)
-                await db.execute(_write_statement(storage_key(key), key, entry))
+                await db.execute(_write(storage_key(key), key, entry)[0])
 
     async def set_state(self, key: StorageKey, state: StateType = None) -> None:
         await self._update(key, state=_state_name(state))
@@ -276,21 +271,20 @@ async def _read(db: asyncpg.Connection, name: str) -> _Entry:
     return _Entry(state=None, data={}) if row is None else _loaded(row["state"], row["data"])
 
 
-def _write_statement(name: str, key: StorageKey, entry: _Entry) -> str:
-    """The statement that writes (or deletes) one conversation."""
+def _write(name: str, key: StorageKey, entry: _Entry) -> tuple[str, tuple[str | None, str] | None]:
+    """The statement that writes (or deletes) one conversation, and what it leaves: its state
+    and data as JSON (keys in jsonb's order), or None when it deletes it."""
     if entry.state is None and not entry.data:
-        return _DELETE.format(key=literal(name))
-    return _upsert(name, key, entry.state, json.dumps(entry.data))
-
-
-def _upsert(name: str, key: StorageKey, state: str | None, data: str) -> str:
-    return _UPSERT.format(
+        return _DELETE.format(key=literal(name)), None
+    data = jsonb_text(entry.data)
+    statement = _UPSERT.format(
         key=literal(name),
         user_id=literal(key.user_id),
         chat_id=literal(key.chat_id),
-        state=literal(state),
+        state=literal(entry.state),
         data=literal(data),
     )
+    return statement, (entry.state, data)
 
 
 def jsonb_text(value: Any) -> str:

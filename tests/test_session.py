@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -32,6 +32,7 @@ from aiogram.types import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputMediaPhoto,
+    InputMediaVideo,
     KeyboardButton,
     LinkPreviewOptions,
     Message,
@@ -153,15 +154,11 @@ async def test_kept_answers_go_out_as_kept(
     )
 
 
-ANSWERS: list[TelegramMethod[Any]] = [
+# The answers the bot sends all the time: pydantic's JSON dump renders them.
+USUAL: list[TelegramMethod[Any]] = [
     SendMessage(chat_id=5, text="第 3 步", reply_markup=KEYBOARD),
     SendMessage(chat_id=5, text="好", reply_markup=ReplyKeyboardRemove()),
     SendMessage(chat_id=5, text="说明？", reply_markup=ForceReply(input_field_placeholder="…")),
-    SendMessage(chat_id=5, text="回复", reply_parameters=ReplyParameters(message_id=3)),
-    SendMessage(
-        chat_id=5, text="无预览", link_preview_options=LinkPreviewOptions(is_disabled=True)
-    ),
-    SendMessage(chat_id=5, text="<b>粗</b>", parse_mode="HTML", disable_notification=False),
     SendMessage(
         chat_id=5,
         text="菜单",
@@ -171,13 +168,28 @@ ANSWERS: list[TelegramMethod[Any]] = [
             is_persistent=True,
         ),
     ),
-    SendMediaGroup(chat_id=5, media=[InputMediaPhoto(media="AgAD-file-id", caption="图")]),
-    SendMediaGroup(chat_id=5, media=[InputMediaPhoto(media=BufferedInputFile(b"p", "a.png"))]),
-    SendDocument(chat_id=5, document=BufferedInputFile(b"xlsx", filename="week.xlsx")),
     EditMessageText(chat_id=5, message_id=9, text="已保存", reply_markup=None),
     EditMessageReplyMarkup(chat_id=5, message_id=9),
     AnswerCallbackQuery(callback_query_id="7", text="已选", show_alert=False),
     SendLocation(chat_id=5, latitude=34.1, longitude=113.2),
+]
+ANSWERS: list[TelegramMethod[Any]] = [
+    *USUAL,
+    SendMessage(chat_id=5, text="回复", reply_parameters=ReplyParameters(message_id=3)),
+    SendMessage(
+        chat_id=5, text="无预览", link_preview_options=LinkPreviewOptions(is_disabled=True)
+    ),
+    SendMessage(chat_id=5, text="<b>粗</b>", parse_mode="HTML", disable_notification=False),
+    SendMediaGroup(chat_id=5, media=[InputMediaPhoto(media="AgAD-file-id", caption="图")]),
+    SendMediaGroup(chat_id=5, media=[InputMediaPhoto(media=BufferedInputFile(b"p", "a.png"))]),
+    *(  # a duration or a date below the top level, where no default sends it the long way
+        SendMediaGroup(
+            chat_id=5,
+            media=[InputMediaVideo(media="AgAD-video", parse_mode="HTML", start_timestamp=at)],
+        )
+        for at in (timedelta(seconds=5), datetime(2027, 1, 1, tzinfo=UTC))
+    ),
+    SendDocument(chat_id=5, document=BufferedInputFile(b"xlsx", filename="week.xlsx")),
     BanChatMember(chat_id=-100, user_id=5, until_date=datetime(2027, 1, 1, tzinfo=UTC)),
     SetMyCommands(commands=[BotCommand(command="visit", description="走访")]),
 ]
@@ -205,5 +217,5 @@ def test_answers_as_json_are_what_aiogram_sends(
 
 def test_the_usual_answers_take_the_quick_path() -> None:
     bot = Bot(DEFAULT_TOKEN, default=DefaultBotProperties(parse_mode="HTML"))
-    for answer in ANSWERS[:3] + ANSWERS[10:14]:
+    for answer in USUAL:
         assert _dumped(bot, answer) is not None, answer
