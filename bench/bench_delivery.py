@@ -344,7 +344,7 @@ async def main(
     )
     failed = False
     async with scratch_database() as url:
-        engine = make_engine(url, pool_size=2)
+        engine = make_engine(url, pool_size=4)
         await upgrade(engine)
         sessions = async_sessionmaker(engine, expire_on_commit=False)
         for label in passes:

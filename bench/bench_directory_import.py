@@ -55,7 +55,7 @@ async def main(villages: int) -> None:
             parse = time.perf_counter() - started - read
             print(f"{path.suffix}: read {read:.2f}s, parse {parse:.2f}s")
         async with scratch_database() as url:
-            engine = make_engine(url, pool_size=2)
+            engine = make_engine(url, pool_size=4)
             await upgrade(engine)
             sessions = async_sessionmaker(engine, expire_on_commit=False)
             for label, path in (("first", csv_path), ("again", csv_path), ("xlsx", xlsx_path)):

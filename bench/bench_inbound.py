@@ -60,8 +60,10 @@ from common import (
     converse,
     cpu_seconds,
     free_port,
+    parent_pid,
     percentile,
     plain_url,
+    reaped_cpu_seconds,
     scratch_database,
     seed_officers,
     spawn,
@@ -217,8 +219,11 @@ async def measure(
             sent += count
 
     # PostgreSQL's backends for the bot's database, to see where the CPU goes; a backend
-    # opened during the pass counts from zero.
+    # opened during the pass counts from zero, and one that ended during it is found in its
+    # parent's (the postmaster's) time of ended children.
     pg_before = {pid: cpu_seconds(pid) for pid in await database_pids(dsn)} if dsn else {}
+    postmaster = next((p for p in map(parent_pid, pg_before) if p is not None), None)
+    reaped_before = reaped_cpu_seconds(postmaster) if postmaster else 0.0
     calls_before, answers_before = stub.calls.copy(), stub.in_answers.total()
     bot_before, own_before = cpu_seconds(child.pid), time.process_time()
     started = time.perf_counter()
@@ -231,6 +236,9 @@ async def measure(
     if dsn:
         pg_after = {pid: cpu_seconds(pid) for pid in await database_pids(dsn)}
         cpu["postgres"] = sum(s - pg_before.get(pid, 0.0) for pid, s in pg_after.items())
+        if postmaster:
+            ended = sum(s for pid, s in pg_before.items() if pid not in pg_after)
+            cpu["postgres"] += reaped_cpu_seconds(postmaster) - reaped_before - ended
     cpu["load+stub"] = time.process_time() - own_before
     calls = stub.calls - calls_before
     in_answers = stub.in_answers.total() - answers_before
@@ -282,7 +290,7 @@ async def check_stored(
 async def main(officers: int, concurrency: int, rounds: int) -> int:
     steps = visit_report(Translator("zh"))
     async with scratch_database() as url, stub_bot_api() as stub:
-        engine = make_engine(url, pool_size=2)
+        engine = make_engine(url, pool_size=4)
         await upgrade(engine)
         users = await seed_officers(
             async_sessionmaker(engine, expire_on_commit=False), officers + WARMUP_OFFICERS

@@ -62,7 +62,7 @@ async def main(users: int, steps: int, concurrency: int) -> int:
     visit = visit_report(Translator("zh"))[:4]
     steps = max(1, min(steps, len(visit)))
     async with scratch_database() as url, stub_bot_api() as stub:
-        engine = make_engine(url, pool_size=2)
+        engine = make_engine(url, pool_size=4)
         await upgrade(engine)
         ids = await seed_officers(async_sessionmaker(engine, expire_on_commit=False), users)
         await engine.dispose()

@@ -951,7 +951,7 @@ def pace_step(settings: Settings, today: date, scope: Sequence[int] | None = Non
 
 async def measure(url: str, shape: Shape, runs: int, digest_runs: int, county_digest: bool) -> None:
     settings = Settings(_env_file=None, timezone=shape.timezone)
-    engine = make_engine(url, pool_size=2)
+    engine = make_engine(url, pool_size=4)
     capture = Capture()
     capture.attach(engine)
     bench = Bench(async_sessionmaker(engine, expire_on_commit=False), capture, runs)
@@ -1000,7 +1000,7 @@ async def main(args: argparse.Namespace) -> None:
         f"to {shape.today - timedelta(days=1)}"
     )
     async with scratch_database() as url:
-        engine = make_engine(url, pool_size=1)
+        engine = make_engine(url, pool_size=2)
         await upgrade(engine)
         await engine.dispose()
         conn = await asyncpg.connect(plain_url(url))

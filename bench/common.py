@@ -467,6 +467,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def parent_pid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except OSError:
+        return None
+
+
+def reaped_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process's children that have ended (and been waited for)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
 def memory_kib(pid: int, field: str = "VmRSS") -> int:
     """A /proc/<pid>/status memory figure in KiB: VmRSS now, VmHWM the peak so far."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

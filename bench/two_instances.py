@@ -819,7 +819,7 @@ async def seed(
 
 async def start(stack: AsyncExitStack, args: argparse.Namespace, binary: str, workdir: Path) -> Run:
     url = await stack.enter_async_context(scratch_database())
-    engine = make_engine(url, pool_size=4)
+    engine = make_engine(url, pool_size=8)
     stack.push_async_callback(engine.dispose)
     await upgrade(engine)
     sessions = async_sessionmaker(engine, expire_on_commit=False)

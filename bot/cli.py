@@ -170,7 +170,7 @@ def _with_database(
         from storage.db import open_database
         from storage.migrate import upgrade
 
-        async with open_database(settings.database_url, settings.data_dir, pool_size=2) as db:
+        async with open_database(settings.database_url, settings.data_dir, pool_size=4) as db:
             if migrate:
                 await upgrade(db.engine)
             return await work(db, settings)

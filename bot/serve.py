@@ -178,7 +178,9 @@ async def _run_with(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    async with open_database(settings.database_url, settings.data_dir) as db:
+    async with open_database(
+        settings.database_url, settings.data_dir, pool_size=settings.database_pool_size
+    ) as db:
         if await upgrade(db.engine):
             log.info("database migrated")
         bot = make_bot(settings)

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
 
     bot_token: SecretStr | None = None
     database_url: str | None = None
+    # Connections to PostgreSQL kept by one `villagebeat run` (storage.db.make_engine).
+    database_pool_size: int = Field(default=20, ge=2, le=500)
     telegram_api_url: str = DEFAULT_API_URL
     data_dir: Path = Path("./var")
     timezone: str = "Asia/Shanghai"

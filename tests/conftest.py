@@ -65,7 +65,7 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
     finally:
         await admin.close()
     url = to_async_url(_with_database(server_url, name))
-    engine = make_engine(url, pool_size=2)
+    engine = make_engine(url, pool_size=4)
     await upgrade(engine)
     await engine.dispose()
     try:
@@ -80,7 +80,7 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(database_url, pool_size=5)
+    engine = make_engine(database_url, pool_size=10)
     yield engine
     await engine.dispose()
 

@@ -103,7 +103,7 @@ async def db() -> AsyncIterator[Database]:
     with tempfile.TemporaryDirectory(prefix="vb-faults-") as tmp:
         embedded = EmbeddedPostgres(Path(tmp) / "pg")
         url = await embedded.start()
-        engine = make_engine(url, pool_size=2)
+        engine = make_engine(url, pool_size=4)
         try:
             await upgrade(engine)
             sessions = async_sessionmaker(engine, expire_on_commit=False)

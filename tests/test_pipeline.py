@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 from aiogram.types import Update
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -21,7 +21,7 @@ from bot.i18n import Translator
 from bot.middlewares import KeyedLocks, SentAnswers, UpdateTransaction
 from bot.serve import GC_YOUNG, tune_collector
 from core.tokens import village_payload
-from storage.db import is_transient
+from storage.db import is_transient, make_engine
 from storage.models import FailedUpdate, ProcessedUpdate, User, VillagerMembership
 from storage.updates import claim_update, keep_statement, prune_processed
 from tests.e2e import wait_for_lock_waiter
@@ -273,3 +273,35 @@ async def test_per_user_locks_are_fifo_and_forgotten() -> None:
     ]
     assert order.index("x out") < order.index("a out")  # another key did not wait
     assert locks._locks == {}  # nobody holds or waits: nothing kept
+
+
+async def test_the_pool_keeps_its_connections_through_bursts_beyond_its_size(
+    database_url: str,
+) -> None:
+    """Three times the pool's size of transactions at once, twice: the first burst opens
+    the pool's connections, and nothing is closed and opened again (an overflow connection
+    would be, each one costing a server backend and its statements prepared again)."""
+    engine = make_engine(database_url, pool_size=3)
+    opened: list[int] = []
+    event.listen(engine.sync_engine, "connect", lambda *args: opened.append(1))
+    seen: set[int] = set()
+    busiest = 0
+    running = 0
+
+    async def transaction() -> None:
+        nonlocal busiest, running
+        async with engine.connect() as conn:
+            running += 1
+            busiest = max(busiest, running)
+            seen.add(await conn.scalar(text("SELECT pg_backend_pid()")))
+            await asyncio.sleep(0.02)
+            running -= 1
+
+    try:
+        await asyncio.gather(*(transaction() for _ in range(9)))
+        assert len(opened) == 3 and busiest == 3
+        first = set(seen)
+        await asyncio.gather(*(transaction() for _ in range(9)))
+        assert len(opened) == 3 and seen == first
+    finally:
+        await engine.dispose()

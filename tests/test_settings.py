@@ -9,7 +9,8 @@ import pytest
 from bot.settings import DEFAULT_API_URL, SettingsError, load_settings
 
 ENV = [
-    "BOT_TOKEN", "DATABASE_URL", "TELEGRAM_API_URL", "DATA_DIR", "TIMEZONE", "DEFAULT_LOCALE",
+    "BOT_TOKEN", "DATABASE_URL", "DATABASE_POOL_SIZE", "TELEGRAM_API_URL", "DATA_DIR", "TIMEZONE",
+    "DEFAULT_LOCALE",
     "WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_HOST", "WEBHOOK_PORT", "BOT_USERNAME",
     "INVITE_TTL_DAYS", "QUOTA_PROFILE", "VISIT_BACKDATE_DAYS", "LOCATION_RADIUS_M",
     "HAZARD_REINSPECTION_DAYS", "DEPARTMENTS", "OUTBOX_GLOBAL_RATE", "OUTBOX_CHAT_RATE",
@@ -27,7 +28,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
 
 def test_defaults() -> None:
     settings = load_settings()
-    assert settings.database_url is None
+    assert settings.database_url is None and settings.database_pool_size == 20
     assert settings.telegram_api_url == DEFAULT_API_URL
     assert settings.timezone == "Asia/Shanghai"
     assert settings.default_locale == "zh"
@@ -78,6 +79,7 @@ def test_environment_wins_over_dotenv(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("DATABASE_URL", "mysql://root@localhost/x", "DATABASE_URL is invalid"),
         ("DATABASE_URL", "postgresql://localhost", "must name a database"),
+        ("DATABASE_POOL_SIZE", "1", "DATABASE_POOL_SIZE is invalid"),
         ("TIMEZONE", "Mars/Olympus", "unknown time zone 'Mars/Olympus'"),
         ("DEFAULT_LOCALE", "fr", "DEFAULT_LOCALE is invalid"),
         ("WEBHOOK_PORT", "99999", "WEBHOOK_PORT is invalid"),
