@@ -187,10 +187,7 @@ class Database:
     embedded: bool
 
 
-DEFAULT_POOL_SIZE = 20
-
-
-def make_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int) -> AsyncEngine:
     """An engine with at most `pool_size` connections, opened as needed and then kept.
 
     No overflow beyond `pool_size`: SQLAlchemy closes an overflow connection as soon as it
@@ -254,7 +251,7 @@ def _ping(dbapi_connection: Any) -> bool:
 
 @asynccontextmanager
 async def open_database(
-    url: str | None, data_dir: Path, *, pool_size: int = DEFAULT_POOL_SIZE
+    url: str | None, data_dir: Path, *, pool_size: int
 ) -> AsyncIterator[Database]:
     """Connect to `url`, or start the embedded server under `data_dir` and stop it on exit."""
     embedded = None
